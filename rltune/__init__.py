@@ -1,0 +1,15 @@
+"""rltune: deep reinforcement learning training with hyperparameter tuning built in."""
+
+from rltune.errors import UsageError
+
+__all__ = ["UsageError", "load_agent"]
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # JAX loads on first use, so `rltune --help` and the tuning driver start fast.
+    if name == "load_agent":
+        from rltune.policy import load_agent
+
+        return load_agent
+    raise AttributeError(name)

@@ -1,0 +1,5 @@
+import sys
+
+from rltune.cli import main
+
+sys.exit(main())

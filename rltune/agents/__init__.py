@@ -1,0 +1,17 @@
+"""Agent registry: name -> module with `Config`, `init`, `train_segment`, `policy_fn`."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from rltune.agents import ppo
+from rltune.errors import UsageError
+
+AGENTS: dict[str, ModuleType] = {"ppo": ppo}
+
+
+def get_agent(name: str) -> ModuleType:
+    try:
+        return AGENTS[name]
+    except KeyError:
+        raise UsageError("agent", f"unknown agent {name!r}; choose one of: {', '.join(AGENTS)}") from None

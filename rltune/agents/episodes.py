@@ -1,0 +1,53 @@
+"""Episode bookkeeping inside compiled training: running returns and the last-100 window."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from flax import struct
+
+WINDOW = 100
+
+
+@struct.dataclass
+class EpisodeStats:
+    running_return: jnp.ndarray  # (num_envs,) return of the episode in progress
+    running_length: jnp.ndarray  # (num_envs,)
+    returns: jnp.ndarray  # (WINDOW,) ring buffer of completed episode returns
+    lengths: jnp.ndarray  # (WINDOW,)
+    count: jnp.ndarray  # completed episodes so far (int)
+
+
+def init_episode_stats(num_envs: int) -> EpisodeStats:
+    return EpisodeStats(
+        running_return=jnp.zeros(num_envs, jnp.float32),
+        running_length=jnp.zeros(num_envs, jnp.int32),
+        returns=jnp.zeros(WINDOW, jnp.float32),
+        lengths=jnp.zeros(WINDOW, jnp.int32),
+        count=jnp.zeros((), jnp.int32),
+    )
+
+
+def record_step(stats: EpisodeStats, reward, done) -> EpisodeStats:
+    """Add one vectorized step; finished episodes go into the ring buffer in env order."""
+    ep_return = stats.running_return + reward
+    ep_length = stats.running_length + 1
+    done_i = done.astype(jnp.int32)
+    slot = (stats.count + jnp.cumsum(done_i) - 1) % WINDOW
+    slot = jnp.where(done, slot, WINDOW)  # out of range: dropped
+    returns = stats.returns.at[slot].set(ep_return, mode="drop")
+    lengths = stats.lengths.at[slot].set(ep_length, mode="drop")
+    return EpisodeStats(
+        running_return=jnp.where(done, 0.0, ep_return),
+        running_length=jnp.where(done, 0, ep_length),
+        returns=returns,
+        lengths=lengths,
+        count=stats.count + done_i.sum(),
+    )
+
+
+def window_mean(values, count):
+    """Mean of the filled part of a ring buffer (NaN before the first episode ends)."""
+    n = jnp.minimum(count, WINDOW)
+    mask = jnp.arange(WINDOW) < n
+    total = jnp.where(mask, values, 0).sum()
+    return jnp.where(n > 0, total / jnp.maximum(n, 1), jnp.nan)

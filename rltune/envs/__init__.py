@@ -1,0 +1,109 @@
+"""Environments: gymnax (fully compiled) and Gymnasium (host loop), chosen by id.
+
+`resolve_backend(env_id, backend)` picks gymnax when the id exists there, else Gymnasium.
+`env_info(env_id, backend)` describes observation and action spaces the same way for both.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from rltune.errors import UsageError
+
+# gymnax ids whose dynamics match a Gymnasium environment: trained on gymnax, evaluated on the
+# Gymnasium reference simulator so a result cannot hide in our own env code.
+GYMNASIUM_TWIN = {
+    "CartPole-v1": "CartPole-v1",
+    "Acrobot-v1": "Acrobot-v1",
+    "MountainCar-v0": "MountainCar-v0",
+    "MountainCarContinuous-v0": "MountainCarContinuous-v0",
+    "Pendulum-v1": "Pendulum-v1",
+}
+
+
+@dataclass(frozen=True)
+class EnvInfo:
+    env_id: str
+    backend: str  # "gymnax" | "gymnasium"
+    obs_shape: tuple[int, ...]
+    discrete: bool
+    num_actions: int  # number of discrete actions, or action dimension when continuous
+    action_low: tuple[float, ...] = ()
+    action_high: tuple[float, ...] = ()
+
+
+@functools.lru_cache(maxsize=1)
+def gymnax_ids() -> list[str]:
+    import gymnax
+
+    return list(gymnax.registered_envs)
+
+
+def gymnasium_ids() -> list[str]:
+    import gymnasium
+
+    return list(gymnasium.registry.keys())
+
+
+def resolve_backend(env_id: str, backend: str = "auto") -> str:
+    in_gymnax = env_id in gymnax_ids()
+    if backend == "gymnax":
+        if not in_gymnax:
+            raise UsageError("env", f"{env_id!r} is not a gymnax environment; use --backend gymnasium "
+                             f"or one of: {', '.join(sorted(gymnax_ids())[:12])}, ...")
+        return "gymnax"
+    if backend == "auto" and in_gymnax:
+        return "gymnax"
+    _register_gymnasium_extras()
+    if env_id not in gymnasium_ids():
+        raise UsageError("env", f"unknown environment {env_id!r}: not a gymnax id and not a "
+                         "registered Gymnasium id (Atari ids need ale-py, Box2D ids need box2d)")
+    return "gymnasium"
+
+
+def _register_gymnasium_extras() -> None:
+    try:  # ale-py registers the ALE/ namespace on import, when installed
+        import ale_py  # noqa: F401
+        import gymnasium
+
+        gymnasium.register_envs(ale_py)
+    except ImportError:
+        pass
+
+
+@functools.lru_cache(maxsize=None)
+def make_gymnax(env_id: str):
+    import gymnax
+
+    env, params = gymnax.make(env_id)
+    return env, params
+
+
+@functools.lru_cache(maxsize=None)
+def env_info(env_id: str, backend: str = "auto") -> EnvInfo:
+    backend = resolve_backend(env_id, backend)
+    if backend == "gymnax":
+        env, params = make_gymnax(env_id)
+        obs_space = env.observation_space(params)
+        act_space = env.action_space(params)
+        return _info(env_id, backend, obs_space, act_space)
+    import gymnasium
+
+    env = gymnasium.make(env_id)
+    try:
+        return _info(env_id, backend, env.observation_space, env.action_space)
+    finally:
+        env.close()
+
+
+def _info(env_id, backend, obs_space, act_space) -> EnvInfo:
+    import numpy as np
+
+    obs_shape = tuple(int(s) for s in obs_space.shape)
+    if hasattr(act_space, "n"):
+        return EnvInfo(env_id, backend, obs_shape, True, int(act_space.n))
+    low = np.broadcast_to(np.asarray(act_space.low, dtype=np.float32), act_space.shape)
+    high = np.broadcast_to(np.asarray(act_space.high, dtype=np.float32), act_space.shape)
+    return EnvInfo(env_id, backend, obs_shape, False, int(np.prod(act_space.shape)),
+                   tuple(float(x) for x in low.ravel()), tuple(float(x) for x in high.ravel()))

@@ -1,0 +1,51 @@
+"""Load a trained agent from a checkpoint and act with it (RLlib's compute_action)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from rltune import checkpoint
+from rltune.agents import get_agent
+from rltune.config import from_dict
+from rltune.envs import EnvInfo, env_info
+
+
+@dataclass
+class LoadedAgent:
+    agent: str
+    config: Any
+    info: EnvInfo
+    params: Any
+    env_steps: int
+    path: Path
+    _act: Any = None
+    _rng: Any = None
+
+    def act(self, obs, deterministic: bool = True):
+        """One observation -> one action; a batch (leading axis) -> a batch of actions."""
+        obs = np.asarray(obs, np.float32)
+        single = obs.shape == self.info.obs_shape
+        batch = obs[None] if single else obs
+        self._rng, key = jax.random.split(self._rng)
+        actions = np.asarray(self._act(self.params, batch, key, deterministic))
+        return actions[0] if single else actions
+
+    __call__ = act
+
+
+def load_agent(path: str | Path, which: str = "best") -> LoadedAgent:
+    """`path`: a checkpoint file, or a run/trial directory (its best checkpoint by default)."""
+    ckpt = checkpoint.find(path, which)
+    payload = checkpoint.read(ckpt)
+    module = get_agent(payload["agent"])
+    config = from_dict(module.Config, payload["config"], source=str(ckpt))
+    info = env_info(config.env, config.backend)
+    params = jax.tree.map(np.asarray, payload["state"]["params"])
+    return LoadedAgent(agent=payload["agent"], config=config, info=info, params=params,
+                       env_steps=int(payload["extra"].get("env_steps", 0)), path=ckpt,
+                       _act=module.policy_fn(config, info), _rng=jax.random.PRNGKey(config.seed + 12345))

@@ -1,0 +1,99 @@
+"""Optuna samplers by name. rltune does not implement samplers; it picks Optuna's.
+
+| name   | sampler                                                                    |
+|--------|----------------------------------------------------------------------------|
+| random | ``RandomSampler``                                                          |
+| grid   | ``GridSampler`` over every value of the discrete/categorical/int params     |
+| tpe    | ``TPESampler`` (the native format's default)                                |
+| gp     | ``GPSampler`` (Bayesian optimisation, the Cloud format's default) when      |
+|        | PyTorch is importable; otherwise ``TPESampler(multivariate=True)``, see below |
+| cmaes  | ``CmaEsSampler`` (needs the ``cmaes`` package)                              |
+| qmc    | ``QMCSampler`` (Sobol by default; needs scipy)                              |
+
+GP fallback: Optuna's ``GPSampler`` needs PyTorch, which rltune does not install (several GB
+with CUDA). Without it, ``gp`` gives a multivariate TPE sampler: also sequential model-based
+(Bayesian) optimisation that models the parameters jointly, with no extra dependency. A warning
+says so, and `gp_backend()` tells which one is in use so a study can record it.
+
+Options (``sampler: {name: tpe, seed: 0, n_startup_trials: 5}``) are passed to the Optuna
+constructor as keyword arguments; unknown ones are a UsageError listing the accepted ones.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+
+from rltune.errors import UsageError
+from rltune.tune.space import SearchSpace
+
+__all__ = ["SAMPLER_NAMES", "gp_backend", "make_sampler", "check_sampler_options"]
+
+SAMPLER_NAMES = ("random", "grid", "tpe", "gp", "cmaes", "qmc")
+
+
+def _has_module(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def gp_backend() -> str:
+    """"GPSampler" when PyTorch is importable, else "TPESampler(multivariate=True)"."""
+    return "GPSampler" if _has_module("torch") else "TPESampler(multivariate=True)"
+
+
+def _constructor(name: str) -> tuple[Callable[..., optuna.samplers.BaseSampler], dict[str, Any]]:
+    """Optuna class and the defaults rltune adds, for a sampler name (already validated)."""
+    s = optuna.samplers
+    if name == "gp" and gp_backend() != "GPSampler":
+        return s.TPESampler, {"multivariate": True}
+    table: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
+        "random": s.RandomSampler,
+        "grid": s.GridSampler,
+        "tpe": s.TPESampler,
+        "gp": s.GPSampler,
+        "cmaes": s.CmaEsSampler,
+        "qmc": s.QMCSampler,
+    }
+    return table[name], {}
+
+
+def check_sampler_options(name: str, options: dict[str, Any], *, field: str = "sampler") -> None:
+    """Raise UsageError for an unknown sampler name or an option its constructor lacks."""
+    if name not in SAMPLER_NAMES:
+        raise UsageError(f"{field}", f"unknown sampler {name!r}; choose one of {', '.join(SAMPLER_NAMES)}")
+    cls, _ = _constructor(name)
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "seed", "search_space"}
+    for key in options:
+        if key not in accepted:
+            note = " (gp falls back to TPE: PyTorch is not installed)" if cls is not optuna.samplers.GPSampler and name == "gp" else ""
+            raise UsageError(
+                f"{field}.{key}",
+                f"unknown option for sampler {name!r}{note}; accepted: {', '.join(sorted(accepted))}",
+            )
+
+
+def make_sampler(
+    name: str, space: SearchSpace, seed: int | None = None, **options: Any
+) -> optuna.samplers.BaseSampler:
+    """Build the Optuna sampler called ``name`` for ``space`` (see the module doc)."""
+    check_sampler_options(name, options)
+    if name == "cmaes" and not _has_module("cmaes"):
+        raise UsageError("sampler", "the cmaes sampler needs the `cmaes` package: pip install cmaes")
+    if name == "qmc" and not _has_module("scipy"):
+        raise UsageError("sampler", "the qmc sampler needs scipy: pip install scipy")
+    cls, defaults = _constructor(name)
+    if name == "gp" and cls is not optuna.samplers.GPSampler:
+        warnings.warn(
+            "sampler 'gp': Optuna's GPSampler needs PyTorch, which is not installed; "
+            "using TPESampler(multivariate=True) instead",
+            stacklevel=2,
+        )
+    kwargs = {**defaults, **options}
+    if name == "grid":
+        return cls(space.grid(), seed=seed, **kwargs)
+    return cls(seed=seed, **kwargs)
