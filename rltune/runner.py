@@ -47,6 +47,7 @@ class RunOptions:
     eval_seed: int = 10_000
     checkpoint_every: int = 1  # segments between "last" checkpoints
     progress: bool = False
+    report_steps: tuple[int, ...] = ()  # env steps where a segment must end (scheduler rungs/phases)
 
 
 class MetricLog:
@@ -77,6 +78,17 @@ def _segment_updates(config, options: RunOptions) -> int:
     if options.segment_steps:
         return max(1, options.segment_steps // per_update)
     return max(1, math.ceil(config.num_updates / 20))
+
+
+def _next_segment(update: int, seg_updates: int, config, report_steps) -> int:
+    """Updates in the next segment: at most `seg_updates`, ending on the first scheduler
+    boundary ahead (rounded up to whole updates) so the report lands on it."""
+    n = min(seg_updates, config.num_updates - update)
+    for boundary in sorted(report_steps):
+        boundary_update = math.ceil(boundary / config.steps_per_update)
+        if boundary_update > update:
+            return max(1, min(n, boundary_update - update))
+    return n
 
 
 def _host_metrics(metrics: dict) -> dict[str, float]:
@@ -118,7 +130,7 @@ def train(agent_name: str, config, run_dir: str | Path, *, options: RunOptions =
     try:
         segment = 0
         while int(state.update) < config.num_updates:
-            n = min(seg_updates, config.num_updates - int(state.update))
+            n = _next_segment(int(state.update), seg_updates, config, options.report_steps)
             seg_start = time.perf_counter()
             state, raw = module.train_segment(config, state, n)
             metrics = _host_metrics(raw)

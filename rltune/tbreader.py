@@ -184,37 +184,48 @@ class ScalarTail:
 
     Each `poll()` returns the scalars written since the previous poll. Byte offsets are kept per
     file; new event files appearing under the directory are picked up; a partial last record is
-    left for the next poll. If a file shrinks (it was replaced), it is read again from the start.
+    left for the next poll. A file that was rewritten in place (it shrank, or its first record
+    changed: tensorboardX reopens a same-named file with "wb" when a new writer starts within
+    the same second) is read again from the start.
     """
 
     def __init__(self, path_or_dir: str | os.PathLike, tag: str | None = None):
         self.path = Path(path_or_dir)
         self.tag = tag
         self._offsets: dict[Path, int] = {}
-        self._dead: set[Path] = set()  # files with broken framing
+        self._heads: dict[Path, bytes] = {}  # each file's first record, to notice rewrites
+        self._dead: set[Path] = set()  # files whose framing broke (until rewritten)
 
     def poll(self) -> list[Scalar]:
         out: list[Scalar] = []
         for file in _event_files(self.path):
-            if file not in self._dead:
-                out.extend(self._read_new(file))
+            out.extend(self._read_new(file))
         return out
 
+    def _forget(self, file: Path) -> None:
+        self._offsets.pop(file, None)
+        self._heads.pop(file, None)
+        self._dead.discard(file)
+
     def _read_new(self, file: Path) -> list[Scalar]:
-        offset = self._offsets.get(file, 0)
         try:
             with open(file, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
-                if size < offset:
-                    log.warning("%s shrank; reading it again from the start", file)
-                    offset = 0
+                head = self._heads.get(file)
+                if head is not None and (size < len(head) or f.read(len(head)) != head):
+                    log.info("%s was rewritten; reading it again from the start", file)
+                    self._forget(file)
+                elif size < self._offsets.get(file, 0):
+                    self._forget(file)
+                if file in self._dead:
+                    return []
+                offset = self._offsets.get(file, 0)
                 if size - offset < _HEADER:
-                    self._offsets[file] = offset
                     return []
                 f.seek(offset)
                 buf = f.read()
         except FileNotFoundError:
-            self._offsets.pop(file, None)
+            self._forget(file)
             return []
         try:
             records, used = _split_records(buf, str(file))
@@ -222,6 +233,9 @@ class ScalarTail:
             log.warning("%s; the rest of this file is ignored", err.args[0])
             self._dead.add(file)
             records, used = err.args[1], err.args[2]
+        if offset == 0 and used > 0:
+            first = _HEADER + struct.unpack("<Q", buf[:8])[0] + _FOOTER
+            self._heads[file] = buf[:first]
         self._offsets[file] = offset + used
         out: list[Scalar] = []
         for data in records:

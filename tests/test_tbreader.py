@@ -124,3 +124,18 @@ def test_bad_length_checksum_stops_reading_that_file(tmp_path, caplog):
 @pytest.mark.parametrize("missing", ["nope", "nope/events.out.tfevents.1"])
 def test_missing_paths_read_as_empty(tmp_path, missing):
     assert read_scalars(tmp_path / missing) == []
+
+
+def test_tail_rereads_a_file_rewritten_in_place(tmp_path):
+    """tensorboardX reopens a same-named file with "wb" when a new writer starts in the same second."""
+    path = tmp_path / "events.out.tfevents.1.host"
+    rec = lambda s, v: _record(_tensor_event(s, "m", tensor_pb2.TensorProto(dtype=2, double_val=[v])))
+    path.write_bytes(rec(1, 1.0) + rec(2, 2.0))
+    tail = ScalarTail(tmp_path, tag="m")
+    assert [s for s, _, _ in tail.poll()] == [1, 2]
+    path.write_bytes(rec(1, 5.0) + rec(2, 6.0) + rec(3, 7.0))  # longer than before
+    assert tail.poll() == [(1, "m", 5.0), (2, "m", 6.0), (3, "m", 7.0)]
+    path.write_bytes(b"")
+    assert tail.poll() == []
+    path.write_bytes(rec(4, 8.0))
+    assert tail.poll() == [(4, "m", 8.0)]

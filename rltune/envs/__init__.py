@@ -37,7 +37,9 @@ class EnvInfo:
 def gymnax_ids() -> list[str]:
     import gymnax
 
-    return list(gymnax.registered_envs)
+    from rltune.envs.probes import PROBES
+
+    return list(gymnax.registered_envs) + list(PROBES)
 
 
 def gymnasium_ids() -> list[str]:
@@ -76,8 +78,12 @@ def _register_gymnasium_extras() -> None:
 def make_gymnax(env_id: str):
     import gymnax
 
-    env, params = gymnax.make(env_id)
-    return env, params
+    from rltune.envs.probes import PROBES
+
+    if env_id in PROBES:
+        env = PROBES[env_id]()
+        return env, env.default_params
+    return gymnax.make(env_id)
 
 
 @functools.lru_cache(maxsize=None)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import bisect
 import math
 import numbers
+from collections.abc import Sequence
 from typing import ClassVar, Literal
 
 from rltune.errors import UsageError
@@ -53,13 +54,13 @@ def is_better(a: float, b: float, goal: str) -> bool:
     return score(a, goal) > score(b, goal)
 
 
-def count_not_better(sorted_scores: list[float], s: float) -> int:
+def count_not_better(sorted_scores: Sequence[float], s: float) -> int:
     """How many of `sorted_scores` (ascending) are <= s: the rank from the bottom, ties counted
     in the trial's favour (it sits at the top of its tie group)."""
     return bisect.bisect_right(sorted_scores, s)
 
 
-def count_better(sorted_scores: list[float], s: float) -> int:
+def count_better(sorted_scores: Sequence[float], s: float) -> int:
     """How many of `sorted_scores` (ascending) are strictly > s."""
     return len(sorted_scores) - bisect.bisect_right(sorted_scores, s)
 

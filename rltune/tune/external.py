@@ -9,9 +9,9 @@ Contract with the trainer (see specs/hptuning-yaml.md, "How the service talks to
   (``<trial_dir>/hypertune.metrics``);
 * the metric comes back through either channel: JSON lines appended to the hypertune metric file
   (`rltune.hypertune`, or the Cloud ML ``hypertune`` helper), or TensorBoard scalars with the
-  metric tag in event files anywhere under the job dir. The first channel that reports the tag
-  is used from then on (the hypertune file wins a tie: it holds exact float64 values), so a
-  trainer writing both is not counted twice.
+  metric tag in event files anywhere under the job dir. One channel is used per trial: the
+  hypertune file if it reports the tag within a poll of the first TensorBoard scalar (it holds
+  exact float64 values), else TensorBoard; so a trainer writing both is not counted twice.
 
 Like the service, the trial's final objective is the *last* reported value of the tag, not the
 best one. The trainer's stdout and stderr go to ``<trial_dir>/trainer.log``.
@@ -162,28 +162,39 @@ def _describe_bad(value: float) -> str:
 
 
 class _MetricChannels:
-    """The hypertune file and the TensorBoard events, read together; locks onto the first used."""
+    """The hypertune file and the TensorBoard events, read together; locks onto one of them.
+
+    The hypertune file wins: TensorBoard is chosen only if it has reported on two successive
+    polls (or at the final poll) while the hypertune file has said nothing, so that a trainer
+    writing the TensorBoard scalar just before the hypertune line is not caught in between.
+    """
 
     def __init__(self, metric_file: Path, job_dir: Path, tag: str):
         self._tails = {
             "hypertune": MetricTail(metric_file, tag),
             "tensorboard": _TbPairs(ScalarTail(job_dir, tag=tag)),
         }
+        self._pending: dict[str, list[tuple[int, float]]] = {name: [] for name in self._tails}
+        self._tb_waited = False
         self.source: str | None = None
 
     def skip_existing(self) -> None:
         for tail in self._tails.values():
             tail.poll()
 
-    def poll(self) -> list[tuple[int, float]]:
+    def poll(self, final: bool = False) -> list[tuple[int, float]]:
         if self.source is not None:
             return self._tails[self.source].poll()
-        for name, tail in self._tails.items():  # hypertune first: it wins a tie
-            new = tail.poll()
-            if new and self.source is None:
-                self.source = name
-                result = new
-        return result if self.source is not None else []
+        for name, tail in self._tails.items():
+            self._pending[name].extend(tail.poll())
+        if self._pending["hypertune"]:
+            self.source = "hypertune"
+        elif self._pending["tensorboard"] and (self._tb_waited or final):
+            self.source = "tensorboard"
+        else:
+            self._tb_waited = bool(self._pending["tensorboard"])
+            return []
+        return self._pending[self.source]
 
 
 class _TbPairs:
@@ -264,7 +275,7 @@ def run_external_trial(
     try:
         while True:
             returncode = proc.poll()  # before reading: a finished trainer has flushed everything
-            for step, value in channels.poll():
+            for step, value in channels.poll(final=returncode is not None):
                 history.append((step, value))
                 if not math.isfinite(value):
                     return finish("failed", f"metric is {_describe_bad(value)} at step {step}")

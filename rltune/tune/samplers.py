@@ -15,6 +15,11 @@ with CUDA). Without it, ``gp`` gives a multivariate TPE sampler: also sequential
 (Bayesian) optimisation that models the parameters jointly, with no extra dependency. A warning
 says so, and `gp_backend()` tells which one is in use so a study can record it.
 
+Grid and ask/tell: Optuna's ``GridSampler`` calls ``study.stop()`` after the last grid point,
+which raises RuntimeError outside ``study.optimize`` (the trial is stored, but ``tell`` raises).
+rltune's driver uses ask/tell, so ``grid`` gives a GridSampler subclass that skips that stop
+there; the driver ends the study with ``sampler.is_exhausted(study)`` or ``num_trials``.
+
 Options (``sampler: {name: tpe, seed: 0, n_startup_trials: 5}``) are passed to the Optuna
 constructor as keyword arguments; unknown ones are a UsageError listing the accepted ones.
 """
@@ -32,7 +37,7 @@ import optuna
 from rltune.errors import UsageError
 from rltune.tune.space import SearchSpace
 
-__all__ = ["SAMPLER_NAMES", "gp_backend", "make_sampler", "check_sampler_options"]
+__all__ = ["SAMPLER_NAMES", "AskTellGridSampler", "gp_backend", "make_sampler", "check_sampler_options"]
 
 SAMPLER_NAMES = ("random", "grid", "tpe", "gp", "cmaes", "qmc")
 
@@ -46,6 +51,17 @@ def gp_backend() -> str:
     return "GPSampler" if _has_module("torch") else "TPESampler(multivariate=True)"
 
 
+class AskTellGridSampler(optuna.samplers.GridSampler):
+    """Optuna's GridSampler, usable with ask/tell to the end of the grid (see the module doc)."""
+
+    def after_trial(self, study: optuna.Study, trial: Any, state: Any, values: Any) -> None:
+        try:
+            super().after_trial(study, trial, state, values)
+        except RuntimeError as e:  # `Study.stop` outside study.optimize
+            if "Study.stop" not in str(e):
+                raise
+
+
 def _constructor(name: str) -> tuple[Callable[..., optuna.samplers.BaseSampler], dict[str, Any]]:
     """Optuna class and the defaults rltune adds, for a sampler name (already validated)."""
     s = optuna.samplers
@@ -53,7 +69,7 @@ def _constructor(name: str) -> tuple[Callable[..., optuna.samplers.BaseSampler],
         return s.TPESampler, {"multivariate": True}
     table: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
         "random": s.RandomSampler,
-        "grid": s.GridSampler,
+        "grid": AskTellGridSampler,
         "tpe": s.TPESampler,
         "gp": s.GPSampler,
         "cmaes": s.CmaEsSampler,
@@ -70,7 +86,8 @@ def check_sampler_options(name: str, options: dict[str, Any], *, field: str = "s
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "seed", "search_space"}
     for key in options:
         if key not in accepted:
-            note = " (gp falls back to TPE: PyTorch is not installed)" if cls is not optuna.samplers.GPSampler and name == "gp" else ""
+            fallback = name == "gp" and cls is not optuna.samplers.GPSampler
+            note = " (gp falls back to TPE: PyTorch is not installed)" if fallback else ""
             raise UsageError(
                 f"{field}.{key}",
                 f"unknown option for sampler {name!r}{note}; accepted: {', '.join(sorted(accepted))}",

@@ -1,0 +1,90 @@
+"""Probe environments with known answers, as gymnax environments (compiled path).
+
+- `Probe-Truncation-v0`: observation 0, reward 1 every step, never terminates, truncated after
+  10 steps. With correct bootstrapping on truncation, V = 1 / (1 - gamma) at every step.
+- `Probe-Countdown-v0`: episodes of length 1, 2, 3, 1, 2, 3, ... per env (reward 1 per step),
+  terminating: the episode returns are known exactly, for auto-reset bookkeeping tests.
+- `Probe-Sign-v0`: observation +1 or -1 at random, one-step episodes; reward 1 for action 1
+  when the observation is +1 and for action 0 when it is -1. The optimal policy is known.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+from gymnax.environments import environment, spaces
+
+
+@struct.dataclass
+class ProbeState(environment.EnvState):
+    obs: jnp.ndarray
+    target: jnp.ndarray  # episode length (Countdown) or the sign (Sign)
+    episode: jnp.ndarray
+
+
+@struct.dataclass
+class ProbeParams(environment.EnvParams):
+    max_steps_in_episode: int = 10
+
+
+class _Probe(environment.Environment):
+    kind = ""
+
+    @property
+    def default_params(self) -> ProbeParams:
+        return ProbeParams(max_steps_in_episode=10 if self.kind == "truncation" else 100)
+
+    def reset_env(self, key, params, episode=0):
+        sign = jnp.where(jax.random.bernoulli(key), 1.0, -1.0)
+        obs = jnp.array([sign if self.kind == "sign" else 0.0], jnp.float32)
+        target = sign if self.kind == "sign" else jnp.asarray(episode % 3 + 1, jnp.float32)
+        state = ProbeState(time=0, obs=obs, target=target, episode=jnp.asarray(episode, jnp.int32))
+        return obs, state
+
+    def step_env(self, key, state: ProbeState, action, params):
+        if self.kind == "sign":
+            reward = jnp.where((action == 1) == (state.target > 0), 1.0, 0.0)
+            terminated = jnp.asarray(True)
+        else:
+            reward = jnp.asarray(1.0)
+            terminated = (jnp.asarray(state.time + 1, jnp.float32) >= state.target) if self.kind == "countdown" \
+                else jnp.asarray(False)
+        state = state.replace(time=state.time + 1)
+        return state.obs, state, reward, terminated, {}
+
+    def step(self, key, state, action, params=None):
+        # As gymnax's step, but the next episode of this env knows its index (Countdown lengths).
+        params = self.default_params if params is None else params
+        obs_st, state_st, reward, terminated, info = self.step_env(key, state, action, params)
+        truncated = state_st.time >= params.max_steps_in_episode
+        done = jnp.logical_or(terminated, truncated)
+        obs_re, state_re = self.reset_env(key, params, state.episode + 1)
+        state = jax.tree.map(lambda a, b: jax.lax.select(done, a, b), state_re, state_st)
+        obs = jax.lax.select(done, obs_re, obs_st)
+        return obs, state, reward, terminated, truncated, {"final_observation": obs_st}
+
+    def observation_space(self, params):
+        return spaces.Box(-1.0, 1.0, (1,), jnp.float32)
+
+    def action_space(self, params):
+        return spaces.Discrete(2)
+
+    @property
+    def num_actions(self) -> int:
+        return 2
+
+
+class Truncation(_Probe):
+    kind = "truncation"
+
+
+class Countdown(_Probe):
+    kind = "countdown"
+
+
+class Sign(_Probe):
+    kind = "sign"
+
+
+PROBES = {"Probe-Truncation-v0": Truncation, "Probe-Countdown-v0": Countdown, "Probe-Sign-v0": Sign}

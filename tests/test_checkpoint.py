@@ -1,0 +1,86 @@
+import json
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from rltune import checkpoint, load_agent
+from rltune.agents import ppo
+from rltune.config import from_dict
+from rltune.errors import UsageError
+from rltune.runner import RunOptions, train
+
+TINY = {"num_envs": 4, "num_steps": 16, "num_minibatches": 2, "update_epochs": 2, "hidden_size": 16,
+        "total_steps": 64 * 4}
+
+
+def leaves_equal(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_save_load_round_trip(tmp_path):
+    config = from_dict(ppo.PPOConfig, TINY)
+    state, _ = ppo.train_segment(config, ppo.init(config), 1)
+    path = tmp_path / "c.msgpack"
+    checkpoint.save(path, agent="ppo", config=config.__dict__, state=state)
+    restored = checkpoint.restore_state(ppo.init(config), checkpoint.read(path))
+    leaves_equal(state, restored)  # params, optimizer, env state, rng, episode window: everything
+
+
+def test_checkpoint_is_not_a_pickle(tmp_path):
+    path = tmp_path / "evil.msgpack"
+    path.write_bytes(b"\x80\x04cos\nsystem\n(S'echo pwned'\ntR.")  # a pickle payload
+    with pytest.raises(UsageError):
+        checkpoint.read(path)
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path):
+    config = from_dict(ppo.PPOConfig, TINY)
+    opts = RunOptions(segment_steps=64, eval_episodes=0)
+    full = train("ppo", config, tmp_path / "full", options=opts)
+    stopped = train("ppo", config, tmp_path / "part", options=opts,
+                    report=lambda step, reward: "stop" if step >= 128 else "continue")
+    assert stopped["status"] == "stopped" and stopped["env_steps"] == 128
+    resumed = train("ppo", config, tmp_path / "part", options=opts, resume=True)
+    assert resumed["env_steps"] == full["env_steps"] == 256
+    a = checkpoint.read(tmp_path / "full" / "checkpoints" / "last.msgpack")["state"]
+    b = checkpoint.read(tmp_path / "part" / "checkpoints" / "last.msgpack")["state"]
+    leaves_equal(a, b)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [64, 128, 192, 256]
+
+
+def test_cli_train_eval_and_load_agent(tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "rltune", "train", "ppo", "--env", "CartPole-v1", "--total-steps", "20000",
+           "--num-steps", "32", "--out", str(run), "--eval-episodes", "3"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "evaluation on CartPole-v1 (gymnasium)" in out.stdout
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "checkpoints/last.msgpack",
+                 "checkpoints/best.msgpack"):
+        assert (run / name).exists(), name
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["env_steps"] >= 19_000
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["reward"] > rows[0]["reward"]  # it learns something in 20k steps
+
+    out = subprocess.run([sys.executable, "-m", "rltune", "eval", str(run), "--episodes", "5"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "5 episodes: mean" in out.stdout
+
+    agent = load_agent(run)
+    single = agent.act(np.zeros(4, np.float32))
+    batch = agent.act(np.zeros((7, 4), np.float32))
+    assert np.ndim(single) == 0 and int(single) in (0, 1)
+    assert batch.shape == (7,)
+
+    out = subprocess.run([sys.executable, "-m", "rltune", "train", "ppo", "--config", str(run / "config.yaml"),
+                          "--total-steps", "2048", "--out", str(tmp_path / "again"), "--eval-episodes", "0"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr

@@ -1,0 +1,69 @@
+import argparse
+
+import pytest
+
+from rltune.agents.ppo import PPOConfig
+from rltune.cli import build_parser, main
+from rltune.config import add_config_flags, config_from_args, dump_yaml, from_dict, load_yaml, traced_fields
+from rltune.errors import UsageError
+
+
+def test_every_field_is_a_flag_with_help():
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, PPOConfig)
+    help_text = parser.format_help()
+    for name in PPOConfig.__dataclass_fields__:
+        assert "--" + name.replace("_", "-") in help_text
+
+
+def test_common_flags_have_the_same_names():
+    args = build_parser().parse_args(["train", "ppo", "--env", "Acrobot-v1", "--seed", "3", "--total-steps",
+                                      "1000", "--num-envs", "2", "--out", "x"])
+    config = config_from_args(PPOConfig, args)
+    assert (config.env, config.seed, config.total_steps, config.num_envs) == ("Acrobot-v1", 3, 1000, 2)
+
+
+@pytest.mark.parametrize("argv, field", [
+    (["--learning-rate", "abc"], "--learning-rate"),
+    (["--no-such-flag", "1"], "--no-such-flag"),
+    (["--gamma", "1.5"], "gamma"),
+    (["--learning-rate", "0"], "learning_rate"),
+    (["--num-minibatches", "3"], "num_minibatches"),
+    (["--activation", "gelu"], "--activation"),
+])
+def test_bad_flags_exit_2_naming_the_field(argv, field, capsys, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "ppo", "--out", str(out), *argv])
+    assert exc.value.code == 2
+    assert field in capsys.readouterr().err
+    assert not out.exists()  # nothing half-written
+
+
+def test_unknown_env_is_a_usage_error(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "ppo", "--env", "NoSuchEnv-v9", "--out", str(tmp_path / "run")])
+    assert exc.value.code == 2
+    assert "env" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_yaml_round_trip_and_flags_override(tmp_path):
+    config = from_dict(PPOConfig, {"learning_rate": 1e-3, "num_envs": 8, "anneal_lr": False})
+    path = tmp_path / "c.yaml"
+    dump_yaml(config, path)
+    assert from_dict(PPOConfig, load_yaml(path)) == config
+    args = build_parser().parse_args(["train", "ppo", "--config", str(path), "--num-envs", "2"])
+    merged = config_from_args(PPOConfig, args, load_yaml(path))
+    assert merged.num_envs == 2 and merged.learning_rate == 1e-3 and merged.anneal_lr is False
+
+
+def test_unknown_field_in_yaml_names_it():
+    with pytest.raises(UsageError) as exc:
+        from_dict(PPOConfig, {"learning_rat": 0.1})
+    assert exc.value.field == "learning_rat"
+
+
+def test_traced_and_static_fields():
+    traced = set(traced_fields(PPOConfig))
+    assert {"learning_rate", "gamma", "gae_lambda", "clip_eps", "ent_coef", "vf_coef", "max_grad_norm"} == traced

@@ -1,0 +1,49 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rltune.agents.episodes import WINDOW, init_episode_stats, record_step, window_mean
+from rltune.envs import make_gymnax
+
+
+def test_episode_window_records_finished_episodes_in_order():
+    stats = init_episode_stats(2)
+    stats = record_step(stats, jnp.array([1.0, 2.0]), jnp.array([False, True]))
+    stats = record_step(stats, jnp.array([3.0, 5.0]), jnp.array([True, True]))
+    assert int(stats.count) == 3
+    np.testing.assert_allclose(np.asarray(stats.returns[:3]), [2.0, 4.0, 5.0])
+    np.testing.assert_allclose(np.asarray(stats.lengths[:3]), [1, 2, 1])
+    assert float(window_mean(stats.returns, stats.count)) == pytest.approx(11 / 3)
+
+
+def test_window_keeps_the_last_100():
+    stats = init_episode_stats(1)
+    for i in range(WINDOW + 20):
+        stats = record_step(stats, jnp.array([float(i)]), jnp.array([True]))
+    assert float(window_mean(stats.returns, stats.count)) == pytest.approx(np.mean(np.arange(20, WINDOW + 20)))
+
+
+def test_auto_reset_gives_the_known_returns():
+    """Countdown probe: episodes of length 1, 2, 3, 1, ... with reward 1 per step."""
+    env, params = make_gymnax("Probe-Countdown-v0")
+    obs, state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(jax.random.PRNGKey(0), 3), params)
+    stats = init_episode_stats(3)
+    step = jax.jit(jax.vmap(env.step, in_axes=(0, 0, 0, None)))
+    for t in range(12):
+        obs, state, reward, term, trunc, _ = step(jax.random.split(jax.random.PRNGKey(t), 3), state,
+                                                   jnp.zeros(3, jnp.int32), params)
+        assert not bool(trunc.any())
+        stats = record_step(stats, reward, jnp.logical_or(term, trunc))
+    # each env completes 1+2+3+1+2+3 = 12 steps: six episodes each, returns 1,2,3,1,2,3
+    assert int(stats.count) == 18
+    assert sorted(np.asarray(stats.returns[:18]).tolist()) == sorted([1.0, 2.0, 3.0] * 6)
+
+
+def test_truncation_is_reported_with_the_final_observation():
+    env, params = make_gymnax("Probe-Truncation-v0")
+    obs, state = env.reset(jax.random.PRNGKey(0), params)
+    for t in range(10):
+        obs, state, reward, term, trunc, info = env.step(jax.random.PRNGKey(t), state, 0, params)
+    assert bool(trunc) and not bool(term)
+    assert int(state.time) == 0  # auto-reset

@@ -1,0 +1,220 @@
+"""External-command trials (rltune.tune.external) and the hypertune metric file (rltune.hypertune)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rltune import hypertune
+from rltune.errors import UsageError
+from rltune.tune.external import _MetricChannels, build_argv, build_env, run_external_trial
+
+TRAINER = Path(__file__).parent / "trainers" / "tiny_trainer.py"
+COMMAND = [sys.executable, str(TRAINER)]
+sys.path.insert(0, str(TRAINER.parent))
+from tiny_trainer import expected_history  # noqa: E402
+
+
+def run(tmp_path, params, tag="reward", **kw):
+    kw.setdefault("poll_interval", 0.05)
+    kw.setdefault("timeout", 30)
+    return run_external_trial(COMMAND, params, 7, tmp_path / "trial_7", tag, **kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# argv and environment
+# ---------------------------------------------------------------------------------------------
+
+
+def test_build_argv_formats_and_orders_flags(tmp_path):
+    params = {"lr": 0.0003, "batch_size": 64, "tiny": 1e-05, "use_gae": True, "off": np.False_,
+              "algo": "ppo", "gamma": np.float32(0.99), "n": np.int64(3), "one": 1.0}
+    argv = build_argv(["python", "-m", "trainer.task", "--user=1"], params, tmp_path / "job")
+    assert argv[:5] == ["python", "-m", "trainer.task", "--user=1", f"--job-dir={tmp_path / 'job'}"]
+    assert argv[5:] == ["--algo=ppo", "--batch_size=64", f"--gamma={float(np.float32(0.99))!r}",
+                        "--lr=0.0003", "--n=3", "--off=false", "--one=1.0", "--tiny=1e-05",
+                        "--use_gae=true"]
+    assert float(argv[7].split("=")[1]) == float(np.float32(0.99))  # round-trips exactly
+
+
+@pytest.mark.parametrize("params", [{"a b": 1}, {"x": [1, 2]}, {"": 1}])
+def test_build_argv_rejects_unusable_params(tmp_path, params):
+    with pytest.raises(UsageError):
+        build_argv(["t"], params, tmp_path)
+
+
+def test_build_env(tmp_path):
+    env = build_env(7, tmp_path / "job", tmp_path / "m.metrics", base_env={"HOME": "/h"})
+    assert env["HOME"] == "/h"
+    assert json.loads(env["TF_CONFIG"])["task"] == {"type": "master", "index": 0, "trial": "7"}
+    assert env["CLOUD_ML_TRIAL_ID"] == "7"
+    assert env["CLOUD_ML_HP_METRIC_FILE"] == str(tmp_path / "m.metrics")
+    assert env["CLOUD_ML_JOB_DIR"] == str(tmp_path / "job")
+
+
+# ---------------------------------------------------------------------------------------------
+# hypertune reporter and readers
+# ---------------------------------------------------------------------------------------------
+
+
+def test_hypertune_reports_json_lines(tmp_path, monkeypatch):
+    path = tmp_path / "sub" / "out.metrics"
+    monkeypatch.setenv("CLOUD_ML_HP_METRIC_FILE", str(path))
+    monkeypatch.setenv("CLOUD_ML_TRIAL_ID", "12")
+    ht = hypertune.HyperTune()
+    ht.report_hyperparameter_tuning_metric("reward", 1.5, 100)
+    ht.report_hyperparameter_tuning_metric(hyperparameter_metric_tag="loss", metric_value=np.float32(2),
+                                           global_step=100)
+    ht.report_hyperparameter_tuning_metric("reward", 0.1, 200)
+    first = json.loads(path.read_text().splitlines()[0])
+    assert first["reward"] == 1.5 and first["global_step"] == 100 and first["trial"] == "12"
+    assert isinstance(first["timestamp"], float)
+    assert hypertune.read_metric_file(path, "reward") == [(100, 1.5), (200, 0.1)]
+    assert hypertune.read_metric_file(path, "loss") == [(100, 2.0)]
+
+
+def test_metric_tail_partial_lines_and_rewrites(tmp_path):
+    path = tmp_path / "out.metrics"
+    tail = hypertune.MetricTail(path, "m")
+    assert tail.poll() == []
+    line = lambda v, s, t: json.dumps({"m": str(v), "global_step": str(s), "timestamp": t}) + "\n"
+    path.write_text(line(1, 10, 1.0) + line(2, 20, 2.0)[:9])  # original helper: strings
+    assert tail.poll() == [(10, 1.0)]
+    assert hypertune.read_metric_file(path, "m") == [(10, 1.0)]  # partial line dropped
+    path.write_text(line(1, 10, 1.0) + line(2, 20, 2.0) + "not json\n")
+    assert tail.poll() == [(20, 2.0)]
+    # the original helper rewrites the file with its last N reports: nothing is repeated
+    path.write_text(line(2, 20, 2.0) + line(3, 30, 3.0))
+    assert tail.poll() == [(30, 3.0)]
+
+
+# ---------------------------------------------------------------------------------------------
+# run_external_trial with the tiny trainer
+# ---------------------------------------------------------------------------------------------
+
+
+def test_hypertune_channel_and_environment(tmp_path):
+    seen = []
+    result = run(tmp_path, {"learning_rate": 0.01, "steps": 4, "verbose": True},
+                 report=lambda s, v: seen.append((s, v)))
+    expected = expected_history(0.01, 4)
+    assert result.status == "completed", result.reason
+    assert result.history == expected == seen
+    assert (result.step, result.metric) == expected[-1] and result.metric == pytest.approx(-1.0)
+    assert result.returncode == 0 and result.reason is None and result.wall_time > 0
+    trial_dir = tmp_path / "trial_7"
+    env = json.loads((trial_dir / "job" / "env.json").read_text())
+    assert env["CLOUD_ML_TRIAL_ID"] == "7"
+    assert json.loads(env["TF_CONFIG"])["task"]["trial"] == "7"
+    assert env["CLOUD_ML_HP_METRIC_FILE"] == str(trial_dir / "hypertune.metrics")
+    assert env["CLOUD_ML_JOB_DIR"] == str(trial_dir / "job")
+    assert "step 40:" in (trial_dir / "trainer.log").read_text()
+
+
+def test_tensorboard_channel(tmp_path):
+    result = run(tmp_path, {"learning_rate": 1e-4, "steps": 3, "channel": "tb"})
+    assert result.status == "completed", result.reason
+    assert result.history == [(s, float(np.float32(v))) for s, v in expected_history(1e-4, 3)]
+
+
+def test_both_channels_are_not_counted_twice(tmp_path):
+    result = run(tmp_path, {"learning_rate": 1e-3, "steps": 3, "channel": "both"})
+    assert result.status == "completed", result.reason
+    assert result.history == expected_history(1e-3, 3)
+
+
+def test_nonzero_exit_fails(tmp_path):
+    result = run(tmp_path, {"steps": 5, "fail-at": 3})
+    assert (result.status, result.reason, result.returncode) == ("failed", "exit code 3", 3)
+    assert result.metric is None and len(result.history) == 2
+    assert "failing at step 3" in (tmp_path / "trial_7" / "trainer.log").read_text()
+
+
+def test_killed_by_signal_fails(tmp_path):
+    pid_file = tmp_path / "trial_7" / "job" / "trainer.pid"
+
+    def kill_it(step, value):
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+    result = run(tmp_path, {"steps": 50, "sleep": 0.2}, report=kill_it)
+    assert (result.status, result.reason, result.returncode) == ("failed", "killed by signal 9", -9)
+
+
+def test_report_stop_stops_early(tmp_path):
+    result = run(tmp_path, {"learning_rate": 0.1, "steps": 50, "sleep": 0.1},
+                 report=lambda step, value: "stop" if step >= 20 else None)
+    assert result.status == "stopped"
+    assert result.history == expected_history(0.1, 50)[:2]
+    assert (result.step, result.metric) == result.history[-1]
+    assert result.returncode == -signal.SIGTERM  # terminated long before its 50 steps
+
+
+def test_nan_metric_fails(tmp_path):
+    result = run(tmp_path, {"steps": 5, "nan-at": 3, "sleep": 0.05})
+    assert (result.status, result.reason) == ("failed", "metric is NaN at step 30")
+    assert result.metric is None
+
+
+def test_no_metric_fails(tmp_path):
+    result = run(tmp_path, {"steps": 2, "tag": "loss"})
+    assert (result.status, result.reason) == ("failed", "no metric 'reward' reported")
+    assert result.returncode == 0
+
+
+def test_timeout_kills_even_a_trainer_that_ignores_sigterm(tmp_path):
+    command = [sys.executable, "-c",
+               "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(30)",
+               "--"]
+    start = time.monotonic()
+    result = run_external_trial(command, {}, 1, tmp_path / "t", "m", poll_interval=0.05,
+                                timeout=0.5, grace_period=0.3)
+    assert (result.status, result.reason) == ("failed", "timed out after 0.5 s")
+    assert result.returncode == -signal.SIGKILL
+    assert time.monotonic() - start < 5
+
+
+def test_missing_command_fails(tmp_path):
+    result = run_external_trial(["/nonexistent/trainer"], {}, 1, tmp_path / "t", "m")
+    assert result.status == "failed" and "cannot start" in result.reason
+    assert result.returncode is None
+
+
+def test_leftovers_of_an_earlier_run_are_ignored(tmp_path):
+    first = run(tmp_path, {"learning_rate": 0.01, "steps": 2, "channel": "both"})
+    second = run(tmp_path, {"learning_rate": 0.01, "steps": 2, "channel": "tb"})
+    assert len(first.history) == len(second.history) == 2
+
+
+def test_channel_choice_prefers_hypertune_written_a_poll_later(tmp_path):
+    from tensorboardX import SummaryWriter
+
+    metric_file, job_dir = tmp_path / "h.metrics", tmp_path / "job"
+    channels = _MetricChannels(metric_file, job_dir, "m")
+    writer = SummaryWriter(str(job_dir))
+    writer.add_scalar("m", 0.5, 1)
+    writer.flush()
+    assert channels.poll() == []  # TensorBoard alone: wait one poll for the hypertune file
+    hypertune.HyperTune(metric_file).report_hyperparameter_tuning_metric("m", 0.1, 1)
+    assert channels.poll() == [(1, 0.1)] and channels.source == "hypertune"
+    writer.add_scalar("m", 0.7, 2)
+    writer.close()
+    assert channels.poll() == []
+
+    tb_only = _MetricChannels(tmp_path / "none.metrics", job_dir, "m")
+    assert tb_only.poll() == []
+    assert tb_only.poll() == [(1, 0.5), (2, float(np.float32(0.7)))]
+    assert tb_only.source == "tensorboard"
+
+
+def test_read_metric_file_keeps_a_complete_last_line_without_newline(tmp_path):
+    path = tmp_path / "out.metrics"
+    path.write_text('{"m": 1.0, "global_step": 1}\n{"m": 2.5, "global_step": 2}')
+    assert hypertune.read_metric_file(path, "m") == [(1, 1.0), (2, 2.5)]
+    assert hypertune.read_metric_file(tmp_path / "missing", "m") == []
