@@ -144,7 +144,16 @@ def cmd_eval(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything after the first `--` is an external trainer's command line, kept verbatim.
+    trainer: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, trainer = argv[:cut], argv[cut + 1:]
     args = parser.parse_args(argv)
+    args.trainer = trainer
+    if trainer and args.command != "tune":
+        parser.exit(2, f"rltune {args.command}: error: --: a trainer command is only accepted by `rltune tune`\n")
     handlers = {"train": cmd_train, "eval": cmd_eval}
     try:
         handler = handlers.get(args.command) or args._run

@@ -314,7 +314,8 @@ def simulate(curves: Sequence[Curve], scheduler_factory: SchedulerFactory, slots
     elapsed = [0.0] * n       # curve time reached by each worker
     used = [0.0] * n          # compute each worker used
     last_value: list[float | None] = [None] * n
-    last_time = [0.0] * n
+    last_time = [0.0] * n     # when each worker last reported
+    ended = [math.nan] * n    # when each worker completed or was stopped
     state = ["waiting"] * n
     waiting = deque(range(n))
     paused: set[int] = set()
@@ -345,6 +346,7 @@ def simulate(curves: Sequence[Curve], scheduler_factory: SchedulerFactory, slots
                 if i in gone and i not in ready:
                     paused.discard(i)
                     state[i] = "stopped"
+                    ended[i] = now
             for i in sorted(paused & ready):
                 if free == 0:
                     break
@@ -364,6 +366,7 @@ def simulate(curves: Sequence[Curve], scheduler_factory: SchedulerFactory, slots
         if target >= end[i]:
             sched.on_complete(i)
             state[i] = "completed"
+            ended[i] = now
             free += 1
         else:
             decision = sched.on_report(i, target, value)
@@ -371,6 +374,7 @@ def simulate(curves: Sequence[Curve], scheduler_factory: SchedulerFactory, slots
                 launch(i)
             elif decision == STOP:
                 state[i] = "stopped"
+                ended[i] = now
                 free += 1
             elif decision == PAUSE:
                 state[i] = "paused"
@@ -395,7 +399,7 @@ def simulate(curves: Sequence[Curve], scheduler_factory: SchedulerFactory, slots
         best_score, time_to_best, best_trial = math.nan, math.nan, ""
     outcomes = tuple(TrialOutcome(c.trial, state[i], step[i],
                                   math.nan if last_value[i] is None else last_value[i],
-                                  last_time[i], used[i]) for i, c in enumerate(curves))
+                                  ended[i], used[i]) for i, c in enumerate(curves))
     return SimResult(
         wall_time=now, alpha=compute / full if full > 0 else 1.0, best_score=best_score,
         time_to_best=time_to_best, stopped=state.count("stopped"),

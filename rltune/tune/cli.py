@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      "YAML (trainingInput: ...); without SPEC a small built-in PPO CartPole study runs. "
                      "An external trainer command follows `--`.")
     p.add_argument("spec", nargs="?", help="Study spec YAML (default: the built-in PPO CartPole study).")
-    p.add_argument("trainer", nargs="*", help="External trainer command (after --).")
+    p.epilog = "Example: rltune tune hptuning.yaml -- python -m trainer.task --steps=100000"
     p.add_argument("--trials", type=int, help="Number of trials (overrides the spec).")
     p.add_argument("--parallel", type=int, help="Trials run at once (overrides the spec).")
     p.add_argument("--out", help="Study directory (default studies/<name>).")

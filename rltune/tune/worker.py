@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,8 @@ class TrialTask:
 
 
 def worker_main(worker_id: int, inbox, outbox) -> None:
+    # Ctrl-C is the driver's to handle: it records running trials as interrupted and stops us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     while True:
         task = inbox.get()
         if task is None:

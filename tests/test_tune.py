@@ -1,0 +1,199 @@
+"""End-to-end tests of the tuning engine: built-in PPO trials, external trainers, faults, resume."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from rltune.cli import main
+
+TINY_TRAINER = Path(__file__).parent / "trainers" / "tiny_trainer.py"
+
+
+def rows(study_dir):
+    with (Path(study_dir) / "trials.csv").open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def write(path, text):
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+PPO_SPEC = """
+    name: tiny-ppo
+    agent: ppo
+    env: CartPole-v1
+    fixed: {num_envs: 4, num_steps: 32, hidden_size: 32}
+    budget_steps: 12800
+    search_space:
+      learning_rate: {type: float, low: 1.0e-4, high: 3.0e-3, scale: log}
+      gamma: {type: float, low: 0.95, high: 0.999}
+    trials: 6
+    parallel: 2
+    sampler: {name: random, seed: 0}
+"""
+
+
+def test_ppo_study_and_its_best_config_trains_again_to_the_same_result(tmp_path, capsys):
+    spec = write(tmp_path / "spec.yaml", PPO_SPEC)
+    out = tmp_path / "study"
+    assert main(["tune", str(spec), "--out", str(out), "--eval-episodes", "2"]) == 0
+    table = rows(out)
+    assert len(table) == 6 and all(r["state"] == "COMPLETE" for r in table)
+    assert len({r["learning_rate"] for r in table}) == 6  # really different configs
+    for r in table:
+        assert (out / "trials" / r["number"] / "metrics.jsonl").exists()
+    storage = optuna.load_study(study_name="tiny-ppo", storage=f"sqlite:///{out / 'study.db'}")
+    assert len(storage.get_trials()) == 6
+
+    best = max(table, key=lambda r: float(r["reward"]))
+    best_config = yaml.safe_load((out / "best_config.yaml").read_text())
+    assert best_config["agent"] == "ppo" and best_config["learning_rate"] == pytest.approx(float(best["learning_rate"]))
+    assert main(["train", "ppo", "--config", str(out / "best_config.yaml"), "--out", str(tmp_path / "again"),
+                 "--eval-episodes", "2"]) == 0
+    again = json.loads((tmp_path / "again" / "summary.json").read_text())
+    assert again["reward"] == pytest.approx(float(best["reward"]), rel=1e-6)
+
+
+def test_unknown_hyperparameter_is_rejected_before_any_trial(tmp_path, capsys):
+    spec = write(tmp_path / "spec.yaml", PPO_SPEC.replace("gamma:", "gama:"))
+    with pytest.raises(SystemExit) as exc:
+        main(["tune", str(spec), "--out", str(tmp_path / "study")])
+    assert exc.value.code == 2
+    assert "gama" in capsys.readouterr().err
+    assert not (tmp_path / "study").exists()
+
+
+def test_out_of_range_search_space_is_rejected(tmp_path, capsys):
+    spec = write(tmp_path / "spec.yaml", PPO_SPEC.replace("high: 0.999", "high: 1.5"))
+    with pytest.raises(SystemExit) as exc:
+        main(["tune", str(spec), "--out", str(tmp_path / "study")])
+    assert exc.value.code == 2
+    assert "search_space.gamma" in capsys.readouterr().err
+
+
+CLOUD_SPEC = """
+    trainingInput:
+      scaleTier: BASIC
+      hyperparameters:
+        goal: MAXIMIZE
+        hyperparameterMetricTag: reward
+        maxTrials: 4
+        maxParallelTrials: 2
+        algorithm: RANDOM_SEARCH
+        params:
+        - parameterName: learning_rate
+          type: DOUBLE
+          minValue: 0.0001
+          maxValue: 0.01
+          scaleType: UNIT_LOG_SCALE
+"""
+
+
+@pytest.mark.parametrize("channel", ["tb", "hypertune", "both"])
+def test_external_trainer_through_the_cloud_format(tmp_path, channel):
+    spec = write(tmp_path / "hptuning.yaml", CLOUD_SPEC)
+    out = tmp_path / "study"
+    code = main(["tune", str(spec), "--out", str(out), "--", sys.executable, str(TINY_TRAINER),
+                 "--steps", "3", "--channel", channel])
+    assert code == 0
+    table = rows(out)
+    assert len(table) == 4 and all(r["state"] == "COMPLETE" for r in table)
+    import math
+
+    for r in table:
+        lr = float(r["learning_rate"])
+        assert float(r["reward"]) == pytest.approx(-((math.log10(lr) + 3) ** 2), abs=1e-5)
+        env = json.loads((out / "trials" / r["number"] / "job" / "env.json").read_text())
+        assert env["CLOUD_ML_TRIAL_ID"] == r["number"]
+        assert json.loads(env["TF_CONFIG"])["task"]["trial"] == r["number"]
+        assert (out / "trials" / r["number"] / "trainer.log").exists()
+    best = yaml.safe_load((out / "best_config.yaml").read_text())
+    assert best["learning_rate"] == pytest.approx(
+        max(table, key=lambda r: float(r["reward"]))["learning_rate"] and
+        float(max(table, key=lambda r: float(r["reward"]))["learning_rate"]))
+
+
+def _wait_for(predicate, timeout=120.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_killed_trial_is_failed_and_the_study_goes_on(tmp_path):
+    spec = write(tmp_path / "hptuning.yaml", CLOUD_SPEC)
+    out = tmp_path / "study"
+    proc = subprocess.Popen([sys.executable, "-m", "rltune", "tune", str(spec), "--out", str(out), "--",
+                             sys.executable, str(TINY_TRAINER), "--steps", "10", "--sleep", "0.3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pid_file = out / "trials" / "0" / "pid"
+    assert _wait_for(pid_file.exists)
+    assert _wait_for(lambda: (out / "trials" / "0" / "job" / "trainer.pid").exists())
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)  # the trial's worker process
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    table = {r["number"]: r for r in rows(out)}
+    assert table["0"]["state"] == "FAIL" and "signal 9" in table["0"]["reason"]
+    assert sum(r["state"] == "COMPLETE" for r in table.values()) == 3
+    assert len(table) == 4
+
+
+def test_failing_trainer_is_recorded_with_its_reason(tmp_path):
+    spec = write(tmp_path / "hptuning.yaml", CLOUD_SPEC.replace("maxTrials: 4", "maxTrials: 2"))
+    out = tmp_path / "study"
+    assert main(["tune", str(spec), "--out", str(out), "--", sys.executable, str(TINY_TRAINER),
+                 "--steps", "3", "--fail-at", "2"]) == 0
+    table = rows(out)
+    assert [r["state"] for r in table] == ["FAIL", "FAIL"]
+    assert all("exit code 3" in r["reason"] for r in table)
+
+
+def test_interrupted_study_resumes_without_losing_completed_trials(tmp_path):
+    spec = write(tmp_path / "hptuning.yaml", CLOUD_SPEC.replace("maxTrials: 4", "maxTrials: 6"))
+    out = tmp_path / "study"
+    cmd = [sys.executable, "-m", "rltune", "tune", str(spec), "--out", str(out)]
+    trainer = ["--", sys.executable, str(TINY_TRAINER), "--steps", "4", "--sleep", "0.25"]
+    proc = subprocess.Popen(cmd + trainer, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def completed():
+        try:
+            return sum(r["state"] == "COMPLETE" for r in rows(out)) >= 2
+        except (FileNotFoundError, KeyError):
+            return False
+
+    assert _wait_for(completed)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    before = {r["number"]: r for r in rows(out) if r["state"] == "COMPLETE"}
+    assert len(before) >= 2
+    mtimes = {n: (out / "trials" / n / "trainer.log").stat().st_mtime for n in before}
+
+    # Without --resume the existing study is refused, and nothing is touched.
+    again = subprocess.run(cmd + trainer, capture_output=True, text=True)
+    assert again.returncode == 2 and "--resume" in again.stderr
+
+    done = subprocess.run(cmd + ["--resume"] + trainer, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    after = rows(out)
+    complete = [r for r in after if r["state"] == "COMPLETE"]
+    assert len(complete) == 6
+    for number, row in before.items():  # completed trials kept, not re-run
+        match = next(r for r in after if r["number"] == number)
+        assert match["state"] == "COMPLETE" and match["reward"] == row["reward"]
+        assert (out / "trials" / number / "trainer.log").stat().st_mtime == mtimes[number]
+    interrupted = [r for r in after if r["state"] == "FAIL"]
+    assert all(r["reason"] == "interrupted" for r in interrupted)
