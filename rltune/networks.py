@@ -50,3 +50,74 @@ class ActorCritic(nn.Module):
             return actor_out, value
         log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))
         return (actor_out, jnp.broadcast_to(log_std, actor_out.shape)), value
+
+
+# ---------------------------------------------------------------- off-policy networks
+class NatureCNN(nn.Module):
+    """The DQN torso (Mnih et al. 2015): uint8 frames (..., C, H, W) -> 512 features."""
+
+    @nn.compact
+    def __call__(self, obs):
+        x = jnp.moveaxis(obs.astype(jnp.float32) / 255.0, -3, -1)  # channels last for flax
+        lead = x.shape[:-3]
+        x = x.reshape((-1, *x.shape[-3:]))
+        x = nn.relu(nn.Conv(32, (8, 8), (4, 4), padding="VALID")(x))
+        x = nn.relu(nn.Conv(64, (4, 4), (2, 2), padding="VALID")(x))
+        x = nn.relu(nn.Conv(64, (3, 3), (1, 1), padding="VALID")(x))
+        x = nn.relu(nn.Dense(512)(x.reshape((x.shape[0], -1))))
+        return x.reshape((*lead, 512))
+
+
+class QNetwork(nn.Module):
+    """Action values for discrete actions: an MLP, or the Nature CNN for image observations."""
+
+    hidden: Sequence[int]
+    num_actions: int
+    activation: str = "relu"
+    cnn: bool = False
+    obs_ndim: int = 1
+
+    @nn.compact
+    def __call__(self, obs):
+        if self.cnn:
+            return nn.Dense(self.num_actions)(NatureCNN()(obs))
+        x = obs.reshape((*obs.shape[: obs.ndim - self.obs_ndim], -1)).astype(jnp.float32)
+        act = ACTIVATIONS[self.activation]
+        for width in self.hidden:
+            x = act(nn.Dense(width)(x))
+        return nn.Dense(self.num_actions)(x)
+
+
+class DeterministicActor(nn.Module):
+    """obs -> action in [low, high] (tanh squashed, rescaled)."""
+
+    hidden: Sequence[int]
+    action_dim: int
+    low: Sequence[float]
+    high: Sequence[float]
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, obs):
+        act = ACTIVATIONS[self.activation]
+        x = obs.astype(jnp.float32)
+        for width in self.hidden:
+            x = act(nn.Dense(width)(x))
+        x = nn.tanh(nn.Dense(self.action_dim)(x))
+        low, high = jnp.asarray(self.low, jnp.float32), jnp.asarray(self.high, jnp.float32)
+        return low + (x + 1.0) * 0.5 * (high - low)
+
+
+class Critic(nn.Module):
+    """(obs, action) -> Q value."""
+
+    hidden: Sequence[int]
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, obs, action):
+        act = ACTIVATIONS[self.activation]
+        x = jnp.concatenate([obs.astype(jnp.float32), action.astype(jnp.float32)], -1)
+        for width in self.hidden:
+            x = act(nn.Dense(width)(x))
+        return nn.Dense(1)(x)[..., 0]

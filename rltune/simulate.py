@@ -105,7 +105,8 @@ def make_curve(trial: object, points: Sequence[tuple], *, field: str,
     if len(set(steps)) != len(steps):
         raise UsageError(field, f"trial {trial!r} has the same step twice")
     if steps[-1] < 1:
-        raise UsageError(field, f"trial {trial!r} ends at step {steps[-1]}; it must reach step >= 1")
+        raise UsageError(field, f"trial {trial!r} ends at step {steps[-1]}; "
+                         "it must reach step >= 1")
     timed = [r[2] is not None for r in rows]
     times = None
     if any(timed):
@@ -458,7 +459,8 @@ def parse_scheduler_spec(spec: str) -> tuple[str, dict[str, object]]:
     name, _, rest = spec.partition(":")
     name = name.strip()
     if name not in SCHEDULERS:
-        raise UsageError("scheduler", f"unknown scheduler {name!r} (known: {', '.join(SCHEDULERS)})")
+        raise UsageError("scheduler",
+                         f"unknown scheduler {name!r} (known: {', '.join(SCHEDULERS)})")
     params: dict[str, object] = {}
     for item in filter(None, (p.strip() for p in rest.split(","))):
         key, eq, raw = item.partition("=")

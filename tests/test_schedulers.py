@@ -159,6 +159,17 @@ def test_barrier_releases_when_a_trial_fails():
         sched.on_report(3, 10, 1.0)                    # a 4th trial: more than num_trials
 
 
+def test_barrier_withdraws_a_paused_trial_that_is_given_up():
+    sched = SuccessiveHalvingScheduler(max_steps=90, num_trials=3, min_steps=10)
+    assert sched.on_report(0, 10, 9.0) == "pause"
+    assert sched.on_report(0, 12, 9.0) == "pause"     # still waiting
+    sched.on_complete(0)                                # cancelled while paused
+    assert sched.paused() == []
+    assert sched.on_report(1, 10, 1.0) == "pause"
+    assert sched.on_report(2, 10, 2.0) == "continue"   # rung complete with 1 and 2 only
+    assert sched.stopped() == [1]
+
+
 def test_hyperband_brackets():
     assert hyperband_bracket_sizes(16, 3, 3) == [9, 4, 2, 1]
     for n in (1, 5, 17, 100):

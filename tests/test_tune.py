@@ -197,3 +197,52 @@ def test_interrupted_study_resumes_without_losing_completed_trials(tmp_path):
         assert (out / "trials" / number / "trainer.log").stat().st_mtime == mtimes[number]
     interrupted = [r for r in after if r["state"] == "FAIL"]
     assert all(r["reason"] == "interrupted" for r in interrupted)
+
+
+def test_successive_halving_pauses_and_resumes_trials_from_checkpoints(tmp_path):
+    spec = write(tmp_path / "spec.yaml", """
+        name: sh
+        agent: ppo
+        env: CartPole-v1
+        fixed: {num_envs: 4, num_steps: 32, hidden_size: 32}
+        budget_steps: 16384
+        search_space:
+          learning_rate: {type: float, low: 1.0e-5, high: 3.0e-3, scale: log}
+        trials: 4
+        parallel: 2
+        sampler: {name: random, seed: 0}
+        scheduler: {name: successive_halving, reduction_factor: 2, min_steps: 4096}
+    """)
+    out = tmp_path / "study"
+    assert main(["tune", str(spec), "--out", str(out), "--eval-episodes", "0"]) == 0
+    table = rows(out)
+    states = sorted(r["state"] for r in table)
+    assert states.count("COMPLETE") == 1 and states.count("PRUNED") == 3
+    winner = next(r for r in table if r["state"] == "COMPLETE")
+    # the winner was paused at each rung and resumed from its checkpoint: steps never restart
+    steps = [json.loads(line)["step"] for line in (out / "trials" / winner["number"] / "metrics.jsonl").open()]
+    assert steps == sorted(steps) and steps[-1] == 16384 and 4096 in steps and 8192 in steps
+    best_lr = max(table, key=lambda r: float(r["reward"]))["learning_rate"]
+    assert winner["learning_rate"] == best_lr  # the best-scoring trial is the one never stopped
+
+
+def test_hypertrick_stops_trials_early_in_a_live_study(tmp_path):
+    spec = write(tmp_path / "spec.yaml", """
+        name: ht
+        agent: ppo
+        env: CartPole-v1
+        fixed: {num_envs: 4, num_steps: 32, hidden_size: 32}
+        budget_steps: 10240
+        search_space:
+          learning_rate: {type: float, low: 1.0e-6, high: 3.0e-3, scale: log}
+        trials: 8
+        parallel: 2
+        sampler: {name: random, seed: 1}
+        scheduler: {name: hypertrick, num_phases: 5, r: 0.5}
+    """)
+    out = tmp_path / "study"
+    assert main(["tune", str(spec), "--out", str(out), "--eval-episodes", "0"]) == 0
+    table = rows(out)
+    pruned = [r for r in table if r["state"] == "PRUNED"]
+    assert pruned and all(int(r["steps"]) < 10240 for r in pruned)
+    assert any(r["state"] == "COMPLETE" for r in table)

@@ -69,6 +69,9 @@ def count_better(sorted_scores: Sequence[float], s: float) -> int:
 
 
 def check_goal(goal: object) -> str:
+    """"maximize" or "minimize", any case (the Cloud ML format writes MAXIMIZE)."""
+    if isinstance(goal, str):
+        goal = goal.lower()
     if goal not in GOALS:
         raise UsageError("scheduler.goal", f"must be one of {', '.join(GOALS)}, got {goal!r}")
     return goal  # type: ignore[return-value]

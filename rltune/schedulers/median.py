@@ -40,7 +40,8 @@ class MedianScheduler(Scheduler):
         self.warmup_steps = check_int("scheduler.warmup_steps", warmup_steps, low=0)
         self.min_trials = check_int("scheduler.min_trials", min_trials, low=1)
         self._bounds = list(range(self.interval_steps, self.max_steps, self.interval_steps))
-        self._reports: list[list[float]] = [[] for _ in self._bounds]  # per boundary, ascending scores
+        # per boundary: every score reported there so far, ascending
+        self._reports: list[list[float]] = [[] for _ in self._bounds]
         self._best: dict[int, float] = {}  # trial -> best score so far
 
     def _decide(self, trial_id: int, index: int, value: float) -> Decision:

@@ -71,12 +71,19 @@ class SuccessiveHalvingScheduler(Scheduler):
     def resumable(self) -> list[int]:
         return sorted(self._resumable)
 
+    def on_report(self, trial_id: int, step: int, value: float) -> Decision:
+        if trial_id in self._paused:
+            return PAUSE  # reported again while waiting at a barrier: still waiting
+        return super().on_report(trial_id, step, value)
+
     def on_complete(self, trial_id: int) -> None:
         super().on_complete(trial_id)
         self._see(trial_id)
-        self._paused.discard(trial_id)
         self._resumable.discard(trial_id)
         rung = self._target.pop(trial_id, len(self._bounds))
+        if trial_id in self._paused:  # given up while waiting: withdraw its report
+            self._paused.discard(trial_id)
+            self._reports[rung] = [r for r in self._reports[rung] if r[0] != trial_id]
         if rung < len(self._bounds) and trial_id not in self._stopped:
             self._expected[rung] -= 1  # failed before its rung: the barrier stops waiting for it
             self._resolve(rung, reporter=None)

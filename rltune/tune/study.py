@@ -58,6 +58,7 @@ class _Running:
     record: TrialRecord
     worker: int
     reported_boundaries: set = field(default_factory=set)
+    pausing: bool = False  # the scheduler paused it at a barrier: it stops, keeping its checkpoint
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ def make_scheduler_for(spec: StudySpec):
         raise UsageError("budget_steps", f"scheduler {spec.scheduler.name!r} needs budget_steps for "
                          "external trials")
     return make_scheduler(spec.scheduler.name, goal=spec.goal, max_steps=max(budget, 1),
-                          **spec.scheduler.params)
+                          num_trials=spec.num_trials, **spec.scheduler.params)
 
 
 def storage_url(spec: StudySpec, study_dir: Path, override: str | None) -> str:
@@ -159,6 +160,7 @@ class StudyDriver:
         self.boundaries = tuple(self.scheduler.boundaries()) if spec.scheduler.name != "fifo" or spec.early_stopping else ()
         self.records: dict[int, TrialRecord] = {}
         self.running: dict[int, _Running] = {}
+        self.paused: dict[int, _Running] = {}  # waiting at a barrier (successive halving, hyperband)
         self._ctx = mp.get_context("spawn")
         self._outbox = self._ctx.Queue()
         self._workers: dict[int, tuple[Any, Any]] = {}  # worker id -> (process, inbox)
@@ -265,7 +267,10 @@ class StudyDriver:
             while True:
                 self._launch(study)
                 if not self.running:
-                    break
+                    if not self.paused:
+                        break
+                    self._release_stuck_pauses(study)
+                    continue
                 self._poll(study, timeout=0.2)
                 if display:
                     display.refresh()
@@ -293,20 +298,58 @@ class StudyDriver:
         return self._counted() >= self.max_trials
 
     def _launch(self, study: optuna.Study) -> None:
+        self._settle_paused(study)
+        while self._idle and self.paused and self._resume_one():
+            pass
         while self._idle and not self._done_launching():
             wid = self._idle.pop(0)
             trial = study.ask()
             params = self.spec.space.suggest(trial)
             record = TrialRecord(number=trial.number, params=params)
             self.records[trial.number] = record
-            trial_dir = self.study_dir / "trials" / str(trial.number)
-            task = TrialTask(trial_id=trial.number, trial_dir=str(trial_dir), params=params,
-                             agent=self.spec.agent, config={**base_config(self.spec), **params},
-                             command=self.spec.command, metric=self.spec.metric, goal=self.spec.goal,
-                             report_steps=self.boundaries, eval_episodes=self.eval_episodes)
             self.running[trial.number] = _Running(trial, record, wid)
-            self._workers[wid][1].put(task)
+            self._workers[wid][1].put(self._task(record))
             self.on_event("started", record)
+
+    def _task(self, record: TrialRecord, resume: bool = False) -> TrialTask:
+        return TrialTask(trial_id=record.number, trial_dir=str(self.study_dir / "trials" / str(record.number)),
+                         params=record.params, agent=self.spec.agent,
+                         config={**base_config(self.spec), **record.params}, command=self.spec.command,
+                         metric=self.spec.metric, goal=self.spec.goal, report_steps=self.boundaries,
+                         eval_episodes=self.eval_episodes, resume=resume)
+
+    def _settle_paused(self, study) -> None:
+        """Paused trials that lost at their barrier end as PRUNED, keeping their last value."""
+        stopped = set(self.scheduler.stopped())
+        for number in [n for n in self.paused if n in stopped]:
+            run = self.paused.pop(number)
+            self.running[number] = run
+            self._finish(study, run, "PRUNED")
+
+    def _resume_one(self) -> bool:
+        """Resume one paused trial that won at its barrier, from its last checkpoint."""
+        for number in self.scheduler.resumable():
+            if number in self.paused:
+                run = self.paused.pop(number)
+                wid = self._idle.pop(0)
+                run.worker, run.pausing = wid, False
+                run.record.state = "RUNNING"
+                self.running[number] = run
+                self._workers[wid][1].put(self._task(run.record, resume=True))
+                return True
+        return False
+
+    def _release_stuck_pauses(self, study) -> None:
+        """Nothing runs and no barrier can resolve (fewer trials than a rung needs): the paused
+        trials keep what they reached, as PRUNED."""
+        self._settle_paused(study)
+        if self.running or not self.paused or self.scheduler.resumable():
+            return
+        for number in list(self.paused):
+            run = self.paused.pop(number)
+            self.running[number] = run
+            self.scheduler.on_complete(number)
+            self._finish(study, run, "PRUNED")
 
     def _poll(self, study: optuna.Study, timeout: float) -> None:
         try:
@@ -325,6 +368,11 @@ class StudyDriver:
         if kind == "report":
             step, value = msg[3], msg[4]
             self._workers[wid][1].put(self._decide(run, step, value))
+        elif kind == "done" and run.pausing:
+            del self.running[number]
+            run.record.state = "PAUSED"
+            self.paused[number] = run
+            self._idle.append(wid)
         elif kind == "done":
             result = msg[3]
             self._finish(study, run, "PRUNED" if result["status"] == "stopped" else "COMPLETE", value=result["value"],
@@ -349,7 +397,11 @@ class StudyDriver:
                 if decision != "continue":
                     break
         if decision == "pause":
-            decision = "stop"  # the local executor does not pause; see schedulers' docs
+            if self.spec.command is not None:
+                # An external trainer cannot be resumed from our checkpoint: it is stopped.
+                return "stop"
+            run.pausing = True  # the runner stops here with its checkpoint; resumed if it wins
+            return "stop"
         return decision
 
     def _budget(self) -> int:
@@ -396,6 +448,8 @@ class StudyDriver:
             self._ensure_workers(max(1, self.spec.parallel))
 
     def _interrupt(self, study) -> None:
+        self.running.update(self.paused)
+        self.paused.clear()
         for run in list(self.running.values()):
             self._finish(study, run, "FAIL", reason=INTERRUPTED)
 
