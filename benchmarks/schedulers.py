@@ -1,6 +1,6 @@
 """Compare the six schedulers by replaying learning curves on a simulated cluster.
 
-    python benchmarks/schedulers.py [CURVES] [--workers 16] [--slots 6] [--seeds 20]
+    python benchmarks/schedulers.py [CURVES] [--workers 16] [--slots 6] [--seeds 20] [--live]
 
 CURVES is anything `rltune simulate` reads (CSV, JSON, study directory). Without it the
 benchmark uses tests/data/ppo_cartpole_curves.json when it exists (real PPO CartPole curves
@@ -36,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--slots", type=int, default=6)
     parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--live", action="store_true",
+                        help="also run real PPO CartPole studies: none vs HyperBand vs HyperTrick")
+    parser.add_argument("--live-trials", type=int, default=16)
+    parser.add_argument("--live-steps", type=int, default=150_000)
     args = parser.parse_args(argv)
 
     if args.curves and not args.synthetic:
@@ -59,7 +63,44 @@ def main(argv: list[str] | None = None) -> int:
     print_table({name: summarize(runs) for name, runs in results.items()},
                 title="scheduler comparison (simulated)")
     print(f"simulated {len(SCHEDULERS) * args.seeds} studies in {elapsed:.2f} s")
+    if args.live:
+        live(args.live_trials, args.live_steps)
     return 0
+
+
+# ================================================================ LIVE STUDIES
+def live(trials: int, steps: int) -> None:
+    """The same real PPO CartPole-v1 study (same sampler seed, so the same configs) run with no
+    early stopping, HyperBand and HyperTrick, 2 trials at a time on this machine."""
+    import tempfile
+
+    from rltune.tune.spec import spec_from_dict
+    from rltune.tune.study import run_study
+
+    schedulers = {"none": "fifo", "hyperband": {"name": "hyperband", "reduction_factor": 3},
+                  "hypertrick": {"name": "hypertrick", "num_phases": 5, "r": 0.25}}
+    rows = {}
+    for label, scheduler in schedulers.items():
+        spec = spec_from_dict({
+            "name": f"live-{label}", "agent": "ppo", "env": "CartPole-v1", "budget_steps": steps,
+            "search_space": {"learning_rate": {"type": "float", "low": 1e-5, "high": 1e-2, "scale": "log"},
+                             "ent_coef": {"type": "float", "low": 0.0, "high": 0.05}},
+            "trials": trials, "parallel": 2, "sampler": {"name": "random", "seed": 3},
+            "scheduler": scheduler})
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            result = run_study(spec, Path(tmp) / "study", eval_episodes=20)
+            wall = time.perf_counter() - start
+        best = result.best
+        used = sum(r.step or 0 for r in result.records)
+        rows[label] = (wall, best.value if best else float("nan"), best.eval_mean if best else None,
+                       used / (trials * steps), sum(r.state == "PRUNED" for r in result.records))
+        print(f"live {label:>10}: wall {wall:6.1f} s | best reward {rows[label][1]:6.1f} | best trial's eval "
+              f"{rows[label][2] if rows[label][2] is not None else float('nan'):6.1f} | alpha {rows[label][3]:.0%} | "
+              f"stopped early {rows[label][4]}", flush=True)
+    for label in ("hyperband", "hypertrick"):
+        print(f"live ratio {label} / none wall time: {rows[label][0] / rows['none'][0]:.2f}")
+    print(f"live ratio hypertrick / hyperband wall time: {rows['hypertrick'][0] / rows['hyperband'][0]:.2f}")
 
 
 if __name__ == "__main__":

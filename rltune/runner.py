@@ -69,8 +69,9 @@ class MetricLog:
             self._tb.add_scalar(tag, value, step)
 
     def close(self) -> None:
-        self._jsonl.close()
-        self._tb.close()
+        if not self._jsonl.closed:
+            self._jsonl.close()
+            self._tb.close()
 
 
 def _segment_updates(config, options: RunOptions) -> int:
@@ -100,6 +101,87 @@ def _host_metrics(metrics: dict) -> dict[str, float]:
     return out
 
 
+class TrialRecorder:
+    """Everything a run writes: config, metrics (JSONL + TensorBoard), last/best checkpoints and
+    the summary. Used by `train` and by the population executor (one recorder per member)."""
+
+    def __init__(self, agent_name: str, config, run_dir: str | Path, *, resume_extra: dict | None = None):
+        self.agent_name = agent_name
+        self.config = config
+        self.run_dir = Path(run_dir)
+        (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        self.config_dict = to_dict(config)
+        (self.run_dir / "config.yaml").write_text(
+            yaml.safe_dump({"agent": agent_name, **self.config_dict}, sort_keys=False))
+        extra = resume_extra or {}
+        self.best_reward = extra.get("best_reward", -math.inf)
+        self.wall_before = extra.get("wall_time", 0.0)
+        self.start = time.perf_counter()
+        self.reward = None
+        self.metrics: dict[str, Any] = {}
+        self.segments = 0
+        self._log = MetricLog(self.run_dir)
+
+    def wall_time(self) -> float:
+        return self.wall_before + time.perf_counter() - self.start
+
+    def _extra(self, state) -> dict:
+        return {"env_steps": int(state.env_steps), "best_reward": self.best_reward, "wall_time": self.wall_time()}
+
+    def save(self, which: str, state) -> None:
+        checkpoint.save(self.run_dir / "checkpoints" / checkpoint.FILE_NAME[which], agent=self.agent_name,
+                        config=self.config_dict, state=state, extra=self._extra(state))
+
+    def record_segment(self, state, raw_metrics, num_updates: int, seconds: float,
+                       checkpoint_every: int = 1) -> dict[str, Any]:
+        """Log one segment and checkpoint; raise TrialDiverged on a non-finite loss."""
+        metrics = _host_metrics(raw_metrics)
+        step = int(state.env_steps)
+        metrics["steps_per_second"] = num_updates * self.config.steps_per_update / max(seconds, 1e-9)
+        metrics["wall_time"] = self.wall_time()
+        self._log.write(step, metrics)
+        self.metrics = metrics
+        if metrics.get("loss") is None or not math.isfinite(metrics["loss"]):
+            raise TrialDiverged(f"loss is {metrics.get('loss')} at step {step}")
+        self.reward = metrics["reward"]
+        self.segments += 1
+        if self.reward is not None and self.reward > self.best_reward:
+            self.best_reward = self.reward
+            self.save("best", state)
+        if self.segments % checkpoint_every == 0:
+            self.save("last", state)
+        return metrics
+
+    def fail(self, state, reason: str) -> None:
+        self._log.close()
+        _write_summary(self.run_dir, {"status": "failed", "reason": reason, "env_steps": int(state.env_steps)})
+
+    def finish(self, state, status: str, eval_episodes: int = 0, eval_seed: int = 10_000) -> dict[str, Any]:
+        """Final checkpoints (a stopped trial keeps its results), evaluation and summary."""
+        self._log.close()
+        self.save("last", state)
+        if not (self.run_dir / "checkpoints" / checkpoint.FILE_NAME["best"]).exists():
+            self.save("best", state)
+        summary = {"status": status, "agent": self.agent_name, "env": self.config.env,
+                   "env_steps": int(state.env_steps), "reward": self.reward,
+                   "best_reward": self.best_reward if math.isfinite(self.best_reward) else None,
+                   "wall_time": self.wall_time(), "metrics": self.metrics}
+        if eval_episodes > 0:
+            summary["eval"] = evaluate_params(self.agent_name, self.config, state.params, eval_episodes, eval_seed)
+        _write_summary(self.run_dir, summary)
+        return summary
+
+    def close(self) -> None:
+        self._log.close()
+
+
+def load_last(agent_name: str, config, run_dir: str | Path, template=None):
+    """The state and checkpoint extras of a run's last checkpoint (for --resume)."""
+    payload = checkpoint.read(Path(run_dir) / "checkpoints" / checkpoint.FILE_NAME["last"])
+    template = get_agent(agent_name).init(config) if template is None else template
+    return checkpoint.restore_state(template, payload), payload["extra"]
+
+
 def train(agent_name: str, config, run_dir: str | Path, *, options: RunOptions = RunOptions(),
           report: ReportFn | None = None, resume: bool = False) -> dict[str, Any]:
     """Train to `config.total_steps` (or until `report` says stop). Returns the summary dict.
@@ -108,78 +190,32 @@ def train(agent_name: str, config, run_dir: str | Path, *, options: RunOptions =
     Raises TrialDiverged on a NaN loss (after writing the summary as failed).
     """
     module = get_agent(agent_name)
-    run_dir = Path(run_dir)
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    config_dict = to_dict(config)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump({"agent": agent_name, **config_dict}, sort_keys=False))
-
-    state = module.init(config)
-    best_reward = -math.inf
-    wall_before = 0.0
-    if resume:
-        payload = checkpoint.read(run_dir / "checkpoints" / checkpoint.FILE_NAME["last"])
-        state = checkpoint.restore_state(state, payload)
-        best_reward = payload["extra"].get("best_reward", -math.inf)
-        wall_before = payload["extra"].get("wall_time", 0.0)
-
-    log = MetricLog(run_dir)
+    state, extra = load_last(agent_name, config, run_dir) if resume else (module.init(config), None)
+    recorder = TrialRecorder(agent_name, config, run_dir, resume_extra=extra)
     seg_updates = _segment_updates(config, options)
-    status, reward, metrics = "completed", None, {}
-    start = time.perf_counter()
+    status = "completed"
     progress = _progress_bar(options.progress, config.total_steps)
     try:
-        segment = 0
         while int(state.update) < config.num_updates:
             n = _next_segment(int(state.update), seg_updates, config, options.report_steps)
             seg_start = time.perf_counter()
             state, raw = module.train_segment(config, state, n)
-            metrics = _host_metrics(raw)
-            seg_time = time.perf_counter() - seg_start
-            step = int(state.env_steps)
-            metrics["steps_per_second"] = n * config.steps_per_update / max(seg_time, 1e-9)
-            metrics["wall_time"] = wall_before + time.perf_counter() - start
-            log.write(step, metrics)
-            if metrics.get("loss") is None or not math.isfinite(metrics["loss"]):
-                raise TrialDiverged(f"loss is {metrics.get('loss')} at step {step}")
-            reward = metrics["reward"]
-            segment += 1
-            extra = {"env_steps": step, "best_reward": best_reward, "wall_time": metrics["wall_time"]}
-            if reward is not None and reward > best_reward:
-                best_reward = extra["best_reward"] = reward
-                checkpoint.save(run_dir / "checkpoints" / checkpoint.FILE_NAME["best"], agent=agent_name,
-                                config=config_dict, state=state, extra=extra)
-            if segment % options.checkpoint_every == 0:
-                checkpoint.save(run_dir / "checkpoints" / checkpoint.FILE_NAME["last"], agent=agent_name,
-                                config=config_dict, state=state, extra=extra)
+            jax.block_until_ready(state)
+            recorder.record_segment(state, raw, n, time.perf_counter() - seg_start, options.checkpoint_every)
+            reward = recorder.reward
             if progress:
-                progress.update(step, reward)
-            if report is not None and report(step, reward if reward is not None else -math.inf) == "stop":
+                progress.update(int(state.env_steps), reward)
+            if report is not None and report(int(state.env_steps), reward if reward is not None else -math.inf) == "stop":
                 status = "stopped"
                 break
     except TrialDiverged as exc:
-        _write_summary(run_dir, {"status": "failed", "reason": str(exc), "env_steps": int(state.env_steps)})
+        recorder.fail(state, str(exc))
         raise
     finally:
-        log.close()
+        recorder.close()
         if progress:
             progress.close()
-    # The final state is always the last checkpoint (a stopped trial keeps its results).
-    checkpoint.save(run_dir / "checkpoints" / checkpoint.FILE_NAME["last"], agent=agent_name,
-                    config=config_dict, state=state,
-                    extra={"env_steps": int(state.env_steps), "best_reward": best_reward,
-                           "wall_time": wall_before + time.perf_counter() - start})
-    if not (run_dir / "checkpoints" / checkpoint.FILE_NAME["best"]).exists():
-        checkpoint.save(run_dir / "checkpoints" / checkpoint.FILE_NAME["best"], agent=agent_name,
-                        config=config_dict, state=state, extra={"env_steps": int(state.env_steps)})
-    train_time = time.perf_counter() - start
-    summary = {"status": status, "agent": agent_name, "env": config.env, "env_steps": int(state.env_steps),
-               "reward": reward, "best_reward": best_reward if math.isfinite(best_reward) else None,
-               "wall_time": wall_before + train_time, "metrics": metrics}
-    if options.eval_episodes > 0:
-        summary["eval"] = evaluate_params(agent_name, config, state.params, options.eval_episodes,
-                                          options.eval_seed)
-    _write_summary(run_dir, summary)
-    return summary
+    return recorder.finish(state, status, options.eval_episodes, options.eval_seed)
 
 
 def evaluate_params(agent_name: str, config, params, episodes: int, seed: int) -> dict:

@@ -229,7 +229,9 @@ def _load_study_dir(path: Path, seconds_per_step: float) -> list[Curve]:
                 raise UsageError("curves", f"{f}:{lineno}: not a JSON line") from None
             if not isinstance(rec, dict) or "step" not in rec or "reward" not in rec:
                 continue  # other records (config, events) are not curve points
-            pt = (rec["step"], rec["reward"]) + ((rec["time"],) if "time" in rec else ())
+            # the trial runner writes "wall_time" (seconds since the trial started)
+            t = rec.get("time", rec.get("wall_time"))
+            pt = (rec["step"], rec["reward"]) + ((t,) if t is not None else ())
             points.append(pt)
         if points:
             curves.append(make_curve(f.parent.name, points, field=f"curves.{f.parent.name}",

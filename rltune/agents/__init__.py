@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from rltune.agents import ppo
+from rltune.agents import c2a2, ddpg, dqn, ppo, td3
 from rltune.errors import UsageError
 
-AGENTS: dict[str, ModuleType] = {"ppo": ppo}
+AGENTS: dict[str, ModuleType] = {"ppo": ppo, "dqn": dqn, "ddpg": ddpg, "td3": td3, "c2a2": c2a2}
 
 
 def get_agent(name: str) -> ModuleType:

@@ -9,6 +9,7 @@ compiled program, and a population can vmap over them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple
@@ -97,7 +98,8 @@ def split_config(config: PPOConfig) -> tuple[PPOConfig, dict[str, jnp.ndarray]]:
     and the traced hyperparameters as float32 arrays."""
     names = traced_fields(PPOConfig)
     hp = {n: jnp.asarray(getattr(config, n), jnp.float32) for n in names}
-    defaults = {f.name: f.default for f in dataclasses.fields(PPOConfig) if f.name in names}
+    # The seed only feeds `init` (through its rng argument), so it is no part of the program either.
+    defaults = {f.name: f.default for f in dataclasses.fields(PPOConfig) if f.name in names or f.name == "seed"}
     return dataclasses.replace(config, **defaults), hp
 
 
@@ -299,6 +301,13 @@ def _segment_jit(config: PPOConfig, info: EnvInfo, hp, state: PPOState, num_upda
     return state, metrics
 
 
+@functools.lru_cache(maxsize=None)
+def population_segment(static: PPOConfig, info: EnvInfo):
+    """`segment(hp, state, num_updates)` vmapped over population members: every argument has a
+    leading member axis (num_updates too: a member with 0 updates is left as it is)."""
+    return jax.jit(jax.vmap(lambda hp, state, n: _segment_jit(static, info, hp, state, n)))
+
+
 def train_segment(config: PPOConfig, state: PPOState, num_updates: int):
     """Run `num_updates` updates. Returns the new state and the segment's mean metrics plus the
     last-100-episode moving averages (`episode_return`, `episode_length`)."""
@@ -310,6 +319,11 @@ def train_segment(config: PPOConfig, state: PPOState, num_updates: int):
 # ---------------------------------------------------------------- acting
 def policy_fn(config: PPOConfig, info: EnvInfo):
     """A jitted `act(params, obs, rng, deterministic) -> action` for evaluation and load_agent."""
+    return _policy(split_config(config)[0], info)
+
+
+@functools.lru_cache(maxsize=None)
+def _policy(config: PPOConfig, info: EnvInfo):
     network = make_network(config, info)
 
     @partial(jax.jit, static_argnums=(3,))

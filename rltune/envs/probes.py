@@ -6,6 +6,9 @@
   terminating: the episode returns are known exactly, for auto-reset bookkeeping tests.
 - `Probe-Sign-v0`: observation +1 or -1 at random, one-step episodes; reward 1 for action 1
   when the observation is +1 and for action 0 when it is -1. The optimal policy is known.
+- `Probe-Continuous-v0`: observation x uniform in [-1, 1], one-step episodes, a continuous
+  action a in [-1, 1] with reward 1 - (a - x / 2)^2: the best action is x / 2 (reward 1) and
+  Q(x, a) equals the reward.
 """
 
 from __future__ import annotations
@@ -87,4 +90,40 @@ class Sign(_Probe):
     kind = "sign"
 
 
-PROBES = {"Probe-Truncation-v0": Truncation, "Probe-Countdown-v0": Countdown, "Probe-Sign-v0": Sign}
+@struct.dataclass
+class ContinuousState(environment.EnvState):
+    obs: jnp.ndarray
+
+
+class Continuous(environment.Environment):
+    """One-step episodes with a known best continuous action (x / 2) and Q(x, a) = reward."""
+
+    @property
+    def default_params(self) -> ProbeParams:
+        return ProbeParams(max_steps_in_episode=1)
+
+    def reset_env(self, key, params):
+        obs = jax.random.uniform(key, (1,), jnp.float32, -1.0, 1.0)
+        return obs, ContinuousState(time=0, obs=obs)
+
+    def step_env(self, key, state: ContinuousState, action, params):
+        reward = 1.0 - (jnp.reshape(action, ()) - state.obs[0] / 2) ** 2
+        state = state.replace(time=state.time + 1)
+        return state.obs, state, reward, jnp.asarray(True), {}
+
+    def step(self, key, state, action, params=None):
+        params = self.default_params if params is None else params
+        k_step, k_reset = jax.random.split(key)
+        obs_st, state_st, reward, terminated, _ = self.step_env(k_step, state, action, params)
+        obs_re, state_re = self.reset_env(k_reset, params)
+        return obs_re, state_re, reward, terminated, jnp.asarray(False), {"final_observation": obs_st}
+
+    def observation_space(self, params):
+        return spaces.Box(-1.0, 1.0, (1,), jnp.float32)
+
+    def action_space(self, params):
+        return spaces.Box(-1.0, 1.0, (1,), jnp.float32)
+
+
+PROBES = {"Probe-Truncation-v0": Truncation, "Probe-Countdown-v0": Countdown, "Probe-Sign-v0": Sign,
+          "Probe-Continuous-v0": Continuous}

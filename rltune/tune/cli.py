@@ -25,6 +25,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", help="Override the sampler: random, grid, tpe, gp, cmaes, qmc.")
     p.add_argument("--seed", type=int, help="Sampler seed.")
     p.add_argument("--budget-steps", type=int, help="Env steps per trial (overrides the spec).")
+    p.add_argument("--executor", choices=("local", "population"),
+                   help="local: one process per parallel trial; population: trials vmapped in one process.")
+    p.add_argument("--population-size", type=int,
+                   help="Members trained at once by the population executor (default: from memory and trials).")
     p.add_argument("--eval-episodes", type=int, default=10,
                    help="Evaluation episodes at the end of each built-in trial (0 to skip).")
 
@@ -50,6 +54,8 @@ def load(args) -> "StudySpec":  # noqa: F821
                                            spec.sampler.options if not args.sampler else {})
     if args.storage:
         overrides["storage"] = args.storage
+    if args.executor:
+        overrides["executor"] = args.executor
     return dataclasses.replace(spec, **overrides) if overrides else spec
 
 
@@ -59,11 +65,12 @@ def run(args) -> int:
     if args.eval_episodes < 0:
         raise UsageError("--eval-episodes", "must be >= 0")
     spec = prepare(load(args))
-    if spec.executor != "local":
-        raise UsageError("executor", f"executor {spec.executor!r} is not available yet; use local")
+    if args.population_size is not None and args.population_size < 1:
+        raise UsageError("--population-size", "must be >= 1")
     study_dir = Path(args.out or f"studies/{spec.name}")
     driver = StudyDriver(spec, study_dir, storage=args.storage, resume=args.resume,
-                         live=sys.stdout.isatty(), eval_episodes=args.eval_episodes)
+                         live=sys.stdout.isatty(), eval_episodes=args.eval_episodes,
+                         population_size=args.population_size)
     result = driver.run()
     print_result(driver, result)
     return 130 if result.interrupted else 0

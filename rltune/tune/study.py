@@ -97,6 +97,14 @@ def prepare(spec: StudySpec) -> StudySpec:
                     raise UsageError(f"search_space.{p.name}", f"value {value!r} is invalid for the agent: "
                                      f"{exc}") from None
         env_info(base.get("env", "CartPole-v1"), base.get("backend", "auto"))
+    if spec.executor == "population":
+        from rltune.tune.population import population_support
+
+        if spec.agent is None or not population_support(spec.agent):
+            raise UsageError("executor", "the population executor needs a built-in agent that supports it "
+                             f"(ppo); got {spec.agent or 'an external command'}: use executor local")
+    elif spec.executor != "local":
+        raise UsageError("executor", f"unknown executor {spec.executor!r}: choose local or population")
     return spec
 
 
@@ -140,6 +148,15 @@ def make_scheduler_for(spec: StudySpec):
                           num_trials=spec.num_trials, **spec.scheduler.params)
 
 
+def auto_size(spec: StudySpec) -> int:
+    from rltune.agents import get_agent
+    from rltune.config import from_dict
+    from rltune.tune.population import auto_population_size
+
+    config = from_dict(get_agent(spec.agent).Config, base_config(spec))
+    return auto_population_size(spec.agent, config, spec.num_trials)
+
+
 def storage_url(spec: StudySpec, study_dir: Path, override: str | None) -> str:
     url = override or spec.storage
     return url or f"sqlite:///{(study_dir / 'study.db').resolve()}"
@@ -148,7 +165,8 @@ def storage_url(spec: StudySpec, study_dir: Path, override: str | None) -> str:
 # ---------------------------------------------------------------- the driver
 class StudyDriver:
     def __init__(self, spec: StudySpec, study_dir: Path, *, storage: str | None = None, resume: bool = False,
-                 live: bool = False, eval_episodes: int = 10, on_event: Callable[[str, Any], None] | None = None):
+                 live: bool = False, eval_episodes: int = 10, on_event: Callable[[str, Any], None] | None = None,
+                 population_size: int | None = None):
         self.spec = spec
         self.study_dir = Path(study_dir)
         self.storage_url = storage_url(spec, self.study_dir, storage)
@@ -160,12 +178,18 @@ class StudyDriver:
         self.boundaries = tuple(self.scheduler.boundaries()) if spec.scheduler.name != "fifo" or spec.early_stopping else ()
         self.records: dict[int, TrialRecord] = {}
         self.running: dict[int, _Running] = {}
-        self.paused: dict[int, _Running] = {}  # waiting at a barrier (successive halving, hyperband)
+        self.paused: dict[int, _Running] = {}
+        self._pending_reports: list = []  # intermediate values not yet in storage  # waiting at a barrier (successive halving, hyperband)
         self._ctx = mp.get_context("spawn")
         self._outbox = self._ctx.Queue()
         self._workers: dict[int, tuple[Any, Any]] = {}  # worker id -> (process, inbox)
         self._idle: list[int] = []
         self._next_worker = 0
+        # local: `parallel` processes of one slot each; population: one process of many slots
+        if spec.executor == "population":
+            self.processes, self.slots_per_process = 1, population_size or auto_size(spec)
+        else:
+            self.processes, self.slots_per_process = max(1, spec.parallel), 1
         self.threshold_reached = False
         # Optuna's grid sampler repeats points once the grid is used up: cap the trials at its size.
         self.max_trials = min(spec.num_trials, spec.space.grid_size()) if spec.sampler.name == "grid" \
@@ -218,16 +242,21 @@ class StudyDriver:
         study.set_user_attr("imported_from", self.spec.resume_from)
 
     # ------------------------------------------------------------ workers
-    def _ensure_workers(self, n: int) -> None:
-        while len(self._workers) < n:
+    def _ensure_workers(self) -> None:
+        from rltune.tune.population import population_main
+
+        while len(self._workers) < self.processes:
             wid = self._next_worker
             self._next_worker += 1
             inbox = self._ctx.Queue()
-            proc = self._ctx.Process(target=worker_main, args=(wid, inbox, self._outbox), daemon=True,
-                                     name=f"rltune-worker-{wid}")
+            if self.slots_per_process > 1 or self.spec.executor == "population":
+                target, args = population_main, (wid, inbox, self._outbox, self.slots_per_process)
+            else:
+                target, args = worker_main, (wid, inbox, self._outbox)
+            proc = self._ctx.Process(target=target, args=args, daemon=True, name=f"rltune-worker-{wid}")
             proc.start()
             self._workers[wid] = (proc, inbox)
-            self._idle.append(wid)
+            self._idle.extend([wid] * self.slots_per_process)
 
     def _stop_workers(self, force: bool = False) -> None:
         for proc, inbox in self._workers.values():
@@ -263,7 +292,7 @@ class StudyDriver:
         interrupted = False
         display = _LiveTable(self) if self.live else None
         try:
-            self._ensure_workers(max(1, self.spec.parallel))
+            self._ensure_workers()
             while True:
                 self._launch(study)
                 if not self.running:
@@ -353,12 +382,18 @@ class StudyDriver:
 
     def _poll(self, study: optuna.Study, timeout: float) -> None:
         try:
-            msg = self._outbox.get(timeout=timeout)
+            msg = self._outbox.get(timeout=0 if self._pending_reports else timeout)
         except queue.Empty:
             msg = None
+            self._flush_reports()
         if msg is not None:
             self._handle(study, msg)
         self._check_dead_workers(study)
+
+    def _flush_reports(self) -> None:
+        for trial, value, step in self._pending_reports:
+            trial.report(value, step)
+        self._pending_reports.clear()
 
     def _handle(self, study: optuna.Study, msg) -> None:
         kind, wid, number = msg[0], msg[1], msg[2]
@@ -367,7 +402,7 @@ class StudyDriver:
             return
         if kind == "report":
             step, value = msg[3], msg[4]
-            self._workers[wid][1].put(self._decide(run, step, value))
+            self._workers[wid][1].put(("decision", number, self._decide(run, step, value)))
         elif kind == "done" and run.pausing:
             del self.running[number]
             run.record.state = "PAUSED"
@@ -386,7 +421,8 @@ class StudyDriver:
         """Record an intermediate value; ask the scheduler at each boundary crossed."""
         run.record.step, run.record.value = step, value
         if math.isfinite(value):
-            run.optuna_trial.report(value, step)
+            # Written to storage later (see _flush_reports): the trial waits for our answer, not for disk.
+            self._pending_reports.append((run.optuna_trial, value, step))
         if self.spec.stop.get("metric_threshold") is not None and _reaches(value, self.spec):
             self.threshold_reached = True
         decision = "continue"
@@ -409,6 +445,7 @@ class StudyDriver:
 
     def _finish(self, study, run: _Running, state: str, *, value=None, step=None, wall_time=None,
                 eval_mean=None, reason=None) -> None:
+        self._flush_reports()
         rec = run.record
         rec.state = state
         rec.value = value if value is not None else rec.value
@@ -438,14 +475,13 @@ class StudyDriver:
             if proc.is_alive():
                 continue
             del self._workers[wid]
-            if wid in self._idle:
-                self._idle.remove(wid)
+            self._idle = [w for w in self._idle if w != wid]
             for run in list(self.running.values()):
                 if run.worker == wid:
                     code = proc.exitcode
                     reason = f"worker killed by signal {-code}" if code and code < 0 else f"worker exited ({code})"
                     self._finish(study, run, "FAIL", reason=reason)
-            self._ensure_workers(max(1, self.spec.parallel))
+            self._ensure_workers()
 
     def _interrupt(self, study) -> None:
         self.running.update(self.paused)
@@ -565,8 +601,8 @@ def _fmt(value) -> str:
 
 
 def run_study(spec: StudySpec, study_dir: str | Path, *, storage: str | None = None, resume: bool = False,
-              live: bool = False, eval_episodes: int = 10) -> StudyResult:
+              live: bool = False, eval_episodes: int = 10, population_size: int | None = None) -> StudyResult:
     """Python API: run (or resume) a study and return its trials and best trial."""
     prepare(spec)
     return StudyDriver(spec, Path(study_dir), storage=storage, resume=resume, live=live,
-                       eval_episodes=eval_episodes).run()
+                       eval_episodes=eval_episodes, population_size=population_size).run()

@@ -9,7 +9,8 @@ Messages to the driver (shared `outbox`):
     ("report", worker_id, trial_id, step, value)   -> the driver answers "continue"/"stop"/"pause"
     ("done", worker_id, trial_id, result_dict)
     ("failed", worker_id, trial_id, reason)
-Messages from the driver (this worker's `inbox`): a TrialTask, a decision string, or None (exit).
+Messages from the driver (this worker's `inbox`): a TrialTask, ("decision", trial_id, decision),
+or None (exit).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def worker_main(worker_id: int, inbox, outbox) -> None:
 
         def report(step: int, value: float, _task=task) -> str:
             outbox.put(("report", worker_id, _task.trial_id, int(step), float(value)))
-            return inbox.get()
+            return inbox.get()[2]  # ("decision", trial_id, "continue" | "stop")
 
         try:
             result = run_task(task, report)

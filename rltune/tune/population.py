@@ -1,0 +1,269 @@
+"""The population executor: many trials trained as one vmapped, jit-compiled program.
+
+One worker process holds up to `capacity` members. Members share the static part of their
+config (shapes: hidden sizes, num_envs, rollout length, minibatches, epochs, total steps), so
+one compiled program serves them all; their traced hyperparameters (learning rate, gamma, GAE
+lambda, clip, entropy and value coefficients, max grad norm) are stacked along a member axis.
+Each member is still a trial with its own directory, metrics, TensorBoard log and checkpoints,
+written by the same TrialRecorder as the local executor.
+
+The worker speaks the local worker's protocol (worker.py), one trial per member: the driver
+sees `capacity` slots. At every segment end each member reports; a member the scheduler stops
+(or pauses) leaves the population and its slot takes the next trial. A member whose loss turns
+NaN fails alone. A trial with a different static shape waits until the population has drained,
+then the population is rebuilt for its shape.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import math
+import os
+import signal
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rltune.tune.worker import TrialTask
+
+SEGMENTS_PER_TRIAL = 20
+
+
+@dataclass
+class Member:
+    task: TrialTask
+    config: Any
+    recorder: Any
+    slot: int
+    report_steps: tuple[int, ...] = ()
+    seg_updates: int = 1
+    extra: dict = field(default_factory=dict)
+
+
+def population_support(agent: str) -> bool:
+    from rltune.agents import get_agent
+
+    return hasattr(get_agent(agent), "population_segment")
+
+
+def member_bytes(agent: str, config) -> int:
+    """Rough device memory of one member: its state plus the rollout and minibatch buffers."""
+    import jax
+    import numpy as np
+
+    from rltune.agents import get_agent
+
+    state = jax.eval_shape(lambda: get_agent(agent).init(config))
+    state_bytes = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(state))
+    info_obs = int(np.prod(jax.tree.leaves(state.obs)[0].shape[1:])) if hasattr(state, "obs") else 16
+    rollout = getattr(config, "batch_size", 1024) * (info_obs + 16) * 4 * 6
+    return 3 * state_bytes + rollout
+
+
+def auto_population_size(agent: str, config, num_trials: int, memory_fraction: float = 0.25) -> int:
+    """As many members as trials, bounded by a quarter of the available memory."""
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        available = 4 << 30
+    by_memory = max(1, int(available * memory_fraction // max(member_bytes(agent, config), 1)))
+    return max(1, min(num_trials, by_memory))
+
+
+class Population:
+    """Stacked member states and hyperparameters for one static shape."""
+
+    def __init__(self, agent: str, capacity: int):
+        from rltune.agents import get_agent
+
+        self.agent = agent
+        self.module = get_agent(agent)
+        self.capacity = capacity
+        self.key = None  # (static config, env info) of the current members
+        self.states = None  # pytree, leading axis = capacity
+        self.hps = None
+        self.members: dict[int, Member] = {}  # slot -> member
+
+    def static_key(self, config):
+        from rltune.envs import env_info
+
+        static, _ = self.module.split_config(config)
+        return static, env_info(config.env, config.backend)
+
+    def free_slots(self) -> list[int]:
+        return [i for i in range(self.capacity) if i not in self.members]
+
+    def admit(self, member: Member, state) -> None:
+        import jax
+        import numpy as np
+
+        _, hp = self.module.split_config(member.config)
+        # Host (numpy) copies: no weak types, so the population program compiles exactly once.
+        state, hp = jax.tree.map(np.asarray, jax.device_get((state, hp)))
+        if not self.members and (self.states is None or self.key != self.static_key(member.config)):
+            self.key = self.static_key(member.config)
+            self.states, self.hps = jax.device_put(jax.tree.map(
+                lambda x: np.repeat(x[None], self.capacity, axis=0), (state, hp)))
+        else:
+            self.states, self.hps = _set_slot(self.states, self.hps, member.slot, state, hp)
+        self.members[member.slot] = member
+
+    def step(self) -> tuple[Any, Any, dict[int, int], float]:
+        """One segment for every member; returns host copies of states and metrics."""
+        import jax
+        import jax.numpy as jnp
+        import numpy as np
+
+        from rltune.runner import _next_segment
+
+        updates = np.asarray(jax.device_get(self.states.update))
+        n = np.zeros(self.capacity, np.int32)
+        for slot, m in self.members.items():
+            n[slot] = _next_segment(int(updates[slot]), m.seg_updates, m.config, m.report_steps)
+        segment = self.module.population_segment(*self.key)
+        start = time.perf_counter()
+        self.states, metrics = segment(self.hps, self.states, jnp.asarray(n))
+        host_states, host_metrics = jax.device_get((self.states, metrics))
+        return host_states, host_metrics, {s: int(n[s]) for s in self.members}, time.perf_counter() - start
+
+
+def _set_slot(states, hps, slot: int, state, hp):
+    return _set_slot_jit()(states, hps, slot, state, hp)
+
+
+@functools.lru_cache(maxsize=1)
+def _set_slot_jit():
+    """One compiled program writes a member into its slot (not one per array)."""
+    import jax
+
+    def set_slot(states, hps, slot, state, hp):
+        put = lambda stacked, x: stacked.at[slot].set(x)  # noqa: E731
+        return jax.tree.map(put, states, state), jax.tree.map(put, hps, hp)
+
+    return jax.jit(set_slot, donate_argnums=(0, 1))
+
+
+def _member(tree, slot: int):
+    import jax
+
+    return jax.tree.map(lambda x: x[slot], tree)
+
+
+def population_main(worker_id: int, inbox, outbox, capacity: int) -> None:
+    """Worker process entry: run members until the driver sends None."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    pending: collections.deque[TrialTask] = collections.deque()
+    decisions: dict[int, str] = {}
+    population: Population | None = None
+
+    def receive(block: bool) -> bool:
+        """Move inbox messages into `pending` / `decisions`; False when told to exit."""
+        import queue
+
+        while True:
+            try:
+                msg = inbox.get(block=block, timeout=None)
+            except queue.Empty:
+                return True
+            block = False
+            if msg is None:
+                return False
+            if isinstance(msg, TrialTask):
+                pending.append(msg)
+            else:
+                decisions[msg[1]] = msg[2]
+
+    while True:
+        idle = population is None or not population.members
+        if not receive(block=idle and not pending):
+            return
+        if population is None and pending:
+            population = Population(pending[0].agent, capacity)
+        if population is None:
+            continue
+        _admit_pending(population, pending, worker_id, outbox)
+        if not population.members:
+            continue
+        _run_segment(population, worker_id, outbox, decisions, receive)
+
+
+def _admit_pending(population: Population, pending, worker_id: int, outbox) -> None:
+    from rltune.agents import get_agent
+    from rltune.config import from_dict
+    from rltune.runner import RunOptions, TrialRecorder, _segment_updates, load_last
+
+    while pending and population.free_slots():
+        task = pending.popleft()
+        try:
+            module = get_agent(task.agent)
+            config = from_dict(module.Config, task.config, source=f"trial {task.trial_id}")
+            if population.members and population.static_key(config) != population.key:
+                pending.appendleft(task)
+                return  # another shape: it waits until this population drains
+            slot = population.free_slots()[0]
+            outbox.put(("started", worker_id, task.trial_id, os.getpid()))
+            Path(task.trial_dir).mkdir(parents=True, exist_ok=True)
+            (Path(task.trial_dir) / "pid").write_text(str(os.getpid()))
+            if task.resume:
+                state, extra = load_last(task.agent, config, task.trial_dir)
+            else:
+                state, extra = module.init(config), None
+            recorder = TrialRecorder(task.agent, config, task.trial_dir, resume_extra=extra)
+            member = Member(task, config, recorder, slot, task.report_steps,
+                            _segment_updates(config, RunOptions()))
+            population.admit(member, state)
+        except Exception as exc:  # a bad member fails alone
+            Path(task.trial_dir).mkdir(parents=True, exist_ok=True)
+            (Path(task.trial_dir) / "error.txt").write_text(traceback.format_exc())
+            outbox.put(("failed", worker_id, task.trial_id, f"{type(exc).__name__}: {exc}"))
+
+
+def _run_segment(population: Population, worker_id: int, outbox, decisions, receive) -> None:
+    from rltune.runner import TrialDiverged
+    from rltune.tune.worker import metric_value
+
+    host_states, host_metrics, n, seconds = population.step()
+    waiting = []
+    for slot, member in list(population.members.items()):
+        state = _member(host_states, slot)
+        metrics = _member(host_metrics, slot)
+        trial = member.task.trial_id
+        try:
+            member.recorder.record_segment(state, metrics, n[slot], seconds)
+        except TrialDiverged as exc:
+            member.recorder.fail(state, str(exc))
+            del population.members[slot]
+            outbox.put(("failed", worker_id, trial, f"diverged: {exc}"))
+            continue
+        if int(state.update) >= member.config.num_updates:
+            _finish(population, slot, state, "completed", worker_id, outbox, metric_value)
+            continue
+        reward = member.recorder.reward
+        outbox.put(("report", worker_id, trial, int(state.env_steps), reward if reward is not None else -math.inf))
+        waiting.append((slot, trial, state))
+    while any(trial not in decisions for _, trial, _ in waiting):
+        if not receive(block=True):
+            raise SystemExit(0)
+    for slot, trial, state in waiting:
+        if decisions.pop(trial) == "stop":
+            _finish(population, slot, state, "stopped", worker_id, outbox, metric_value)
+
+
+def _finish(population: Population, slot: int, state, status: str, worker_id: int, outbox, metric_value) -> None:
+    member = population.members.pop(slot)
+    task = member.task
+    try:
+        summary = member.recorder.finish(state, status, task.eval_episodes)
+    except Exception as exc:
+        outbox.put(("failed", worker_id, task.trial_id, f"{type(exc).__name__}: {exc}"))
+        return
+    value = metric_value(summary, task.metric)
+    if value is None or not math.isfinite(value):
+        outbox.put(("failed", worker_id, task.trial_id, f"metric {task.metric!r} is {value} (no finished episode?)"))
+        return
+    outbox.put(("done", worker_id, task.trial_id,
+                {"status": summary["status"], "value": value, "step": summary["env_steps"],
+                 "wall_time": summary["wall_time"], "eval_mean": summary.get("eval", {}).get("mean")}))

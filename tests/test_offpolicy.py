@@ -1,0 +1,172 @@
+"""DQN, DDPG, TD3, C2A2: probe environments with known values, and smoke runs per env family."""
+
+import jax
+import numpy as np
+import pytest
+
+from rltune.agents import c2a2, ddpg, dqn, td3
+from rltune.agents import _actor_critic as ac
+from rltune.agents import _offpolicy as off
+from rltune.config import from_dict
+
+SMALL = {"hidden_size": 32, "buffer_size": 2_000, "batch_size": 64, "learning_starts": 64}
+CONTINUOUS = {"td3": td3, "ddpg": ddpg, "c2a2": c2a2}
+
+
+def make(module, **kw):
+    return from_dict(module.Config, {**SMALL, **kw})
+
+
+def train(module, config):
+    state = module.init(config)
+    return module.train_segment(config, state, config.num_updates)
+
+
+def q_values(config, params, obs):
+    network = dqn.make_network(config, off.agent_info(config))
+    return np.asarray(network.apply(params, np.asarray(obs, np.float32)))
+
+
+# ---------------------------------------------------------------- probes with known answers
+def test_dqn_learns_one_step_q_values_exactly():
+    # One-step episodes: Q(s, a) = reward: 1 for the action matching the sign, 0 otherwise.
+    config = make(dqn, env="Probe-Sign-v0", num_envs=4, total_steps=6_000, learning_rate=3e-3, train_freq=1,
+                  update_target=100, exploration_fraction=0.5)
+    state, metrics = train(dqn, config)
+    q = q_values(config, state.params, [[1.0], [-1.0]])
+    np.testing.assert_allclose(q, [[0.0, 1.0], [1.0, 0.0]], atol=0.1)
+    assert np.isfinite(float(metrics["loss"])) and float(metrics["episode_return"]) > 0.7
+
+
+def test_dqn_bootstraps_from_the_true_final_observation_on_truncation():
+    # Reward 1 forever, truncated every 10 steps: Q = 1 / (1 - 0.8) = 5 for both actions. Treating
+    # truncation as termination would give about 1 / (1 - 0.8 * 0.9) = 3.6.
+    config = make(dqn, env="Probe-Truncation-v0", num_envs=4, total_steps=16_000, learning_rate=3e-3,
+                  gamma=0.8, train_freq=1, update_target=100, end_e=1.0)  # uniform actions: both learn
+    state, _ = train(dqn, config)
+    np.testing.assert_allclose(q_values(config, state.params, [[0.0]]), [[5.0, 5.0]], atol=0.3)
+
+
+@pytest.mark.parametrize("name", ["td3", "ddpg", "c2a2"])
+def test_actor_critic_finds_the_best_continuous_action(name):
+    # Reward 1 - (a - x/2)^2 in one-step episodes: best action x/2, Q(x, x/2) = 1.
+    module = CONTINUOUS[name]
+    config = make(module, env="Probe-Continuous-v0", num_envs=4, total_steps=6_000, learning_rate=3e-3,
+                  learning_starts=256)
+    state, metrics = train(module, config)
+    x = np.linspace(-1, 1, 9, dtype=np.float32)[:, None]
+    act = module.policy_fn(config, None)
+    action = np.asarray(act(state.params, x, jax.random.PRNGKey(0), True))
+    np.testing.assert_allclose(action, x / 2, atol=0.1)
+    actor, critic = ac.networks(config, off.agent_info(config))
+    q = np.asarray(critic.apply(state.params["critic"]["q1"], x, x / 2))
+    np.testing.assert_allclose(q, 1.0, atol=0.1)
+    assert np.isfinite(float(metrics["loss"]))
+
+
+def test_c2a2_acts_with_the_actor_of_larger_q():
+    config = make(c2a2, env="Probe-Continuous-v0", total_steps=100)
+    state = c2a2.init(config)
+    actor, critic = ac.networks(config, off.agent_info(config))
+    obs = np.linspace(-1, 1, 5, dtype=np.float32)[:, None]
+    params = state.params
+    chosen = np.asarray(ac.best_action(actor, critic, c2a2.VARIANT, params, obs))
+    for i in range(len(obs)):
+        a1, a2 = (np.asarray(actor.apply(params[n], obs[i:i + 1])) for n in ("actor", "actor2"))
+        q1, q2 = (float(ac.min_q(critic, c2a2.VARIANT, params["critic"], obs[i:i + 1], a)[0]) for a in (a1, a2))
+        np.testing.assert_allclose(chosen[i], (a1 if q1 >= q2 else a2)[0], rtol=1e-5)
+
+
+# ---------------------------------------------------------------- compiled-path properties
+def test_segments_equal_one_long_run_and_traced_hyperparameters_share_a_compile():
+    config = make(td3, env="Pendulum-v1", total_steps=400, learning_starts=100, num_envs=2)
+    a, _ = td3.train_segment(config, td3.init(config), 200)
+    b = td3.init(config)
+    for n in (50, 100, 50):
+        b, _ = td3.train_segment(config, b, n)
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    other = make(td3, env="Pendulum-v1", total_steps=400, learning_starts=100, num_envs=2, learning_rate=1e-2,
+                 tau=0.5, exploration_noise=0.3)
+    assert td3.split_config(config)[0] == td3.split_config(other)[0]
+
+
+def test_loss_is_zero_before_learning_starts():
+    config = make(dqn, env="CartPole-v1", total_steps=50, learning_starts=1_000)
+    state, metrics = train(dqn, config)
+    assert float(metrics["loss"]) == 0.0 and int(state.grad_steps) == 0
+
+
+# ---------------------------------------------------------------- smoke runs per env family
+def _smoke(module, env, steps=300, **kw):
+    config = make(module, env=env, total_steps=steps, **{"learning_starts": 100, **kw})
+    state, metrics = train(module, config)
+    assert int(state.env_steps) == config.num_updates * config.num_envs
+    assert int(state.grad_steps) > 0 and np.isfinite(float(metrics["loss"]))
+    info = off.agent_info(config)
+    obs = np.zeros((2, *info.obs_shape), np.uint8 if len(info.obs_shape) == 3 else np.float32)
+    action = np.asarray(module.policy_fn(config, info)(state.params, obs, jax.random.PRNGKey(0), False))
+    assert action.shape[0] == 2
+    return state, metrics
+
+
+@pytest.mark.parametrize("backend", ["gymnax", "gymnasium"])
+def test_dqn_smoke_cartpole(backend):
+    state, _ = _smoke(dqn, "CartPole-v1", backend=backend, num_envs=2, double_dqn=True)
+    assert (state.host is None) == (backend == "gymnax")
+
+
+@pytest.mark.parametrize("name", ["td3", "ddpg", "c2a2"])
+@pytest.mark.parametrize("backend", ["gymnax", "gymnasium"])
+def test_actor_critic_smoke_pendulum(name, backend):
+    _smoke(CONTINUOUS[name], "Pendulum-v1", backend=backend, num_envs=2)
+
+
+@pytest.mark.parametrize("name", ["td3", "ddpg", "c2a2"])
+def test_actor_critic_smoke_box2d(name):
+    pytest.importorskip("Box2D")
+    _smoke(CONTINUOUS[name], "LunarLanderContinuous-v3", steps=200)
+
+
+def test_dqn_smoke_box2d():
+    pytest.importorskip("Box2D")
+    _smoke(dqn, "LunarLander-v3", steps=200)
+
+
+def test_dqn_smoke_atari_breakout():
+    pytest.importorskip("ale_py")
+    pytest.importorskip("cv2")
+    state, _ = _smoke(dqn, "ALE/Breakout-v5", steps=160, buffer_size=200, batch_size=8, learning_starts=64,
+                      train_freq=4)
+    assert state.replay.obs.dtype == np.uint8 and state.replay.obs.shape[1:] == (4, 84, 84)
+
+
+# ---------------------------------------------------------------- runner and checkpoints
+@pytest.mark.parametrize("backend", ["gymnax", "gymnasium"])
+def test_runner_checkpoints_and_resumes(tmp_path, backend):
+    from rltune import checkpoint
+    from rltune.runner import RunOptions
+    from rltune.runner import train as run
+
+    config = make(dqn, env="CartPole-v1", backend=backend, total_steps=400, learning_starts=100, save_replay=True)
+    summary = run("dqn", config, tmp_path, options=RunOptions(segment_steps=200, eval_episodes=2))
+    assert summary["status"] == "completed" and summary["env_steps"] == 400
+    payload = checkpoint.read(tmp_path / "checkpoints" / "last.msgpack")
+    saved = payload["state"]
+    for key in ("params", "target_params", "opt_state", "grad_steps", "update", "env_steps"):
+        assert key in saved
+    assert int(saved["replay"]["size"]) == 400
+    restored = checkpoint.restore_state(dqn.init(config), payload)
+    assert int(restored.update) == 400 and int(restored.replay.size) == 400
+    np.testing.assert_array_equal(np.asarray(restored.replay.obs), np.asarray(saved["replay"]["obs"]))
+
+
+def test_replay_is_left_out_of_checkpoints_by_default(tmp_path):
+    from flax import serialization
+
+    config = make(td3, env="Pendulum-v1", total_steps=200, learning_starts=50)
+    state, _ = train(td3, config)
+    saved = serialization.to_state_dict(state)
+    assert saved["replay"] == {}
+    restored = serialization.from_state_dict(td3.init(config), saved)
+    assert int(restored.replay.size) == 0 and int(restored.update) == 200
