@@ -51,3 +51,19 @@ def window_mean(values, count):
     mask = jnp.arange(WINDOW) < n
     total = jnp.where(mask, values, 0).sum()
     return jnp.where(n > 0, total / jnp.maximum(n, 1), jnp.nan)
+
+
+def record_step_np(stats: EpisodeStats, reward, done) -> EpisodeStats:
+    """numpy twin of `record_step` for host loops (same ring-buffer order)."""
+    import numpy as np
+
+    ep_return = np.asarray(stats.running_return) + reward
+    ep_length = np.asarray(stats.running_length) + 1
+    returns, lengths, count = np.array(stats.returns), np.array(stats.lengths), int(stats.count)
+    for i in np.flatnonzero(done):
+        returns[count % WINDOW] = ep_return[i]
+        lengths[count % WINDOW] = ep_length[i]
+        count += 1
+    return EpisodeStats(running_return=np.where(done, 0.0, ep_return).astype(np.float32),
+                        running_length=np.where(done, 0, ep_length).astype(np.int32),
+                        returns=returns, lengths=lengths, count=np.asarray(count, np.int32))

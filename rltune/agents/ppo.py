@@ -20,7 +20,8 @@ import numpy as np
 import optax
 from flax import struct
 
-from rltune.agents.episodes import EpisodeStats, init_episode_stats, record_step, window_mean
+from rltune.agents.episodes import (EpisodeStats, init_episode_stats, record_step, record_step_np,
+                                   window_mean)
 from rltune.config import CommonConfig, param, traced_fields
 from rltune.envs import EnvInfo, env_info, make_gymnax
 from rltune.errors import UsageError
@@ -79,6 +80,9 @@ class PPOState:
     episodes: EpisodeStats
     update: jnp.ndarray  # updates done so far
     env_steps: jnp.ndarray
+    # Gymnasium path only: the vectorized envs live on the host (not checkpointed; a resumed
+    # run starts fresh episodes).
+    host: Any = struct.field(pytree_node=False, default=None)
 
 
 class Transition(NamedTuple):
@@ -153,13 +157,26 @@ def env_action(action, info: EnvInfo):
 # ---------------------------------------------------------------- init
 def init(config: PPOConfig, rng=None) -> PPOState:
     info = env_info(config.env, config.backend)
-    if info.backend != "gymnax":
-        raise UsageError("backend", f"PPO's compiled path needs a gymnax environment; {config.env!r} "
-                         "resolved to Gymnasium, which PPO does not run on yet")
     if rng is None:
         rng = jax.random.PRNGKey(config.seed)
     static, hp = split_config(config)
-    return _init_jit(static, info, rng, hp)
+    if info.backend == "gymnax":
+        return _init_jit(static, info, rng, hp)
+    from rltune.envs.gym_vec import VecEnv
+
+    venv = VecEnv(config.env, config.num_envs, config.seed)
+    params, opt_state, rng = _init_learner_jit(static, info, rng, hp)
+    return PPOState(params=params, opt_state=opt_state, env_state=jnp.zeros(()), obs=jnp.asarray(venv.obs),
+                    rng=rng, episodes=init_episode_stats(config.num_envs), update=jnp.zeros((), jnp.int32),
+                    env_steps=jnp.zeros((), jnp.int32), host=venv)
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _init_learner_jit(config: PPOConfig, info: EnvInfo, rng, hp):
+    network = make_network(config, info)
+    rng, k_net = jax.random.split(rng)
+    params = network.init(k_net, jnp.zeros(info.obs_shape, jnp.float32))
+    return params, _optimizer(hp).init(params), rng
 
 
 @partial(jax.jit, static_argnums=(0, 1))
@@ -274,6 +291,12 @@ def _sgd(config, info, network, hp, state: PPOState, traj, adv, targets):
 def _one_update(config: PPOConfig, info: EnvInfo, hp, state: PPOState):
     network = make_network(config, info)
     state, traj = _rollout(config, info, network, state)
+    return _learn(config, info, hp, state, traj)
+
+
+def _learn(config: PPOConfig, info: EnvInfo, hp, state: PPOState, traj: Transition):
+    """GAE and the SGD epochs on a collected rollout: shared by the compiled and host paths."""
+    network = make_network(config, info)
     adv, targets = _advantages(config, hp, network, state.params, traj, state.obs)
     state, metrics = _sgd(config, info, network, hp, state, traj, adv, targets)
     state = state.replace(update=state.update + 1, env_steps=state.env_steps + config.batch_size)
@@ -313,7 +336,65 @@ def train_segment(config: PPOConfig, state: PPOState, num_updates: int):
     last-100-episode moving averages (`episode_return`, `episode_length`)."""
     static, hp = split_config(config)
     info = env_info(config.env, config.backend)
-    return _segment_jit(static, info, hp, state, jnp.asarray(num_updates, jnp.int32))
+    if info.backend == "gymnax":
+        return _segment_jit(static, info, hp, state, jnp.asarray(num_updates, jnp.int32))
+    if state.host is None:
+        raise UsageError("env", "this PPO state has no Gymnasium environments attached; build it with init()")
+    return _segment_host(static, info, hp, state, num_updates)
+
+
+# ---------------------------------------------------------------- Gymnasium host loop
+@functools.lru_cache(maxsize=None)
+def _host_fns(config: PPOConfig, info: EnvInfo):
+    """Jitted pieces of the host loop: one act call per vector step, one learn call per update."""
+    network = make_network(config, info)
+
+    @jax.jit
+    def act(params, obs, rng):
+        rng, key = jax.random.split(rng)
+        net_out, value = network.apply(params, obs)
+        action = sample_action(net_out, info, key)
+        log_prob, _ = _distribution_terms(net_out, info, action)
+        return action, env_action(action, info), log_prob, value, rng
+
+    @jax.jit
+    def learn(hp, state: PPOState, traj: Transition):
+        state, metrics = _learn(config, info, hp, state, traj)
+        return state, metrics
+
+    return act, learn
+
+
+def _segment_host(config: PPOConfig, info: EnvInfo, hp, state: PPOState, num_updates: int):
+    act, learn = _host_fns(config, info)
+    venv = state.host
+    state = state.replace(host=None)  # jitted functions see only arrays
+    episodes = jax.tree.map(np.asarray, state.episodes)
+    sums = {k: 0.0 for k in METRIC_NAMES}
+    for _ in range(num_updates):
+        columns = {k: [] for k in Transition._fields}
+        obs, rng = venv.obs, state.rng
+        for _ in range(config.num_steps):
+            action, to_env, log_prob, value, rng = act(state.params, obs, rng)
+            out = venv.step(np.asarray(to_env))
+            done = out.terminated | out.truncated
+            for key, val in (("obs", obs), ("action", action), ("log_prob", log_prob), ("value", value),
+                             ("reward", out.train_reward), ("done", out.train_terminated | out.truncated),
+                             ("truncated", out.truncated & ~out.terminated), ("final_obs", out.final_obs)):
+                columns[key].append(val)
+            episodes = record_step_np(episodes, out.reward, done)
+            obs = out.obs
+        traj = Transition(*(jnp.stack([jnp.asarray(v) for v in columns[k]]) for k in Transition._fields))
+        traj = traj._replace(obs=traj.obs.astype(jnp.float32), final_obs=traj.final_obs.astype(jnp.float32))
+        state = state.replace(obs=jnp.asarray(obs, jnp.float32), rng=rng)
+        state, metrics = learn(hp, state, traj)
+        sums = {k: sums[k] + metrics[k] for k in METRIC_NAMES}
+    metrics = {k: v / max(num_updates, 1) for k, v in sums.items()}
+    metrics["episode_return"] = window_mean(episodes.returns, episodes.count)
+    metrics["episode_length"] = window_mean(episodes.lengths.astype(np.float32), episodes.count)
+    metrics["episodes"] = episodes.count
+    state = state.replace(episodes=jax.tree.map(jnp.asarray, episodes), host=venv)
+    return state, metrics
 
 
 # ---------------------------------------------------------------- acting

@@ -1,0 +1,483 @@
+"""The same PPO CartPole-v1 tuning study run with rltune and with its peers, side by side.
+
+    python benchmarks/study_vs_peers.py [--peers a,b,c,d] [--trials 32] [--steps 100000]
+        [--bench-python .venv-bench/bin/python] [--peer-timeout SECONDS] [--json FILE]
+    python benchmarks/study_vs_peers.py --scaling [--scaling-trials 64] [--sizes 1,4,16,64]
+
+The study: PPO on CartPole-v1, `--trials` trials of `--steps` env steps each, random search over
+learning rate (1e-5..1e-2, log), gamma (0.9..0.999) and entropy coefficient (0..0.05), 2 trials
+at a time. Run by
+
+  (a) rltune, population executor (one process; all trials vmapped in one compiled program)
+  (b) rltune, local executor (2 worker processes, one trial each at a time)
+  (c) Stable-Baselines3 PPO + Optuna, the way RL Zoo tunes (an objective that builds, trains
+      and scores an SB3 model); 2 processes share one Optuna journal-file storage
+  (d) Ray Tune running SB3 PPO trials (function trainable, 2 concurrent trials, random search)
+
+The PPO settings are rltune's defaults, given to SB3 where SB3 has the knob: 4 envs, 128-step
+rollouts, 4 minibatches of 128, 4 epochs, GAE lambda 0.95, clip 0.2 (value clip too),
+vf_coef 0.5, max_grad_norm 0.5, Adam eps 1e-5, 64x64 tanh actor and critic, learning rate
+decayed linearly to 0. Every trial uses seed 0.
+
+What is measured, the same way for every peer:
+- wall time of the whole study, from the first line of the study (Ray: including ray.init) to
+  the last trial's end; each trial includes its own final evaluation (below);
+- each trial's objective is the mean return of its last 100 training episodes (rltune's
+  `reward`; for SB3 the mean of `model.ep_info_buffer`); the study's best trial is the one with
+  the highest objective (rltune's StudyResult.best, Optuna's best_trial, Ray's best result);
+- solved fraction: each trial's final policy evaluated in the trial on Gymnasium CartPole-v1,
+  deterministic (greedy) actions, `--eval-episodes` (20) episodes with reset seeds 10000+i;
+  a trial solves when that mean is >= 475;
+- best return: the best trial's final policy on Gymnasium CartPole-v1, `--best-episodes` (100)
+  deterministic episodes, reset seeds 10000+i, evaluated after the study (not timed):
+  rltune's with `rltune.load_agent(trial_dir, which="last").act`, SB3's with
+  `model.predict(obs, deterministic=True)`.
+
+(c) and (d) need PyTorch, Stable-Baselines3 and Ray, which the core environment does not have:
+this script runs them as subprocesses of `--bench-python` (default: this interpreter), so one
+command produces the whole table (see docs/peers.md). The peers import torch/SB3/Ray only
+inside their functions; (a) and (b) need rltune. `--peer-timeout` bounds each peer's study:
+a peer cut short reports its completed trials and an extrapolated total, labeled as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SOLVED = 475.0
+EVAL_SEED = 10_000
+PEER_NAMES = {
+    "a": "rltune population",
+    "b": "rltune local (parallel 2)",
+    "c": "SB3 + Optuna (2 procs)",
+    "d": "Ray Tune + SB3 (2 trials)",
+}
+# The searched hyperparameters: (low, high, log scale).
+SPACE = {"learning_rate": (1e-5, 1e-2, True), "gamma": (0.9, 0.999, False), "ent_coef": (0.0, 0.05, False)}
+# rltune's PPO defaults, written out (the SB3 peers get the same values).
+PPO = {"num_envs": 4, "num_steps": 128, "num_minibatches": 4, "update_epochs": 4, "gae_lambda": 0.95,
+       "clip_eps": 0.2, "vf_coef": 0.5, "max_grad_norm": 0.5, "hidden_size": 64, "hidden_layers": 2,
+       "activation": "tanh", "anneal_lr": True, "seed": 0}
+
+
+# ================================================================ evaluation (both worlds)
+def evaluate(act, episodes: int, seed: int = EVAL_SEED) -> dict:
+    """`act(obs) -> action` on Gymnasium CartPole-v1; episode i is reset with seed + i."""
+    import gymnasium as gym
+    import numpy as np
+
+    env = gym.make("CartPole-v1")
+    returns = []
+    try:
+        for i in range(episodes):
+            obs, _ = env.reset(seed=seed + i)
+            total, done = 0.0, False
+            while not done:
+                obs, reward, terminated, truncated, _ = env.step(int(np.asarray(act(obs)).reshape(())))
+                total += float(reward)
+                done = terminated or truncated
+            returns.append(total)
+    finally:
+        env.close()
+    return {"mean": float(np.mean(returns)), "std": float(np.std(returns)), "episodes": episodes}
+
+
+# ================================================================ (a), (b): rltune
+def rltune_spec(name: str, executor: str, trials: int, steps: int, parallel: int, seed: int):
+    from rltune.tune.spec import spec_from_dict
+
+    space = {k: {"type": "float", "low": lo, "high": hi, **({"scale": "log"} if log else {})}
+             for k, (lo, hi, log) in SPACE.items()}
+    return spec_from_dict({"name": name, "agent": "ppo", "env": "CartPole-v1", "fixed": dict(PPO),
+                           "budget_steps": steps, "search_space": space, "trials": trials,
+                           "parallel": parallel, "sampler": {"name": "random", "seed": seed},
+                           "executor": executor})
+
+
+def run_rltune(executor: str, args, out: Path) -> dict:
+    import rltune
+    from rltune.tune.study import run_study
+
+    spec = rltune_spec(f"peers-{executor}", executor, args.trials, args.steps, args.parallel, args.seed)
+    study_dir = out / f"rltune-{executor}"
+    kwargs = {"population_size": args.population_size} if executor == "population" else {}
+    start = time.perf_counter()
+    result = run_study(spec, study_dir, eval_episodes=args.eval_episodes, **kwargs)
+    wall = time.perf_counter() - start
+    done = [r for r in result.records if r.state == "COMPLETE"]
+    trials = [{"number": r.number, "params": r.params, "value": r.value, "eval_mean": r.eval_mean,
+               "wall_time": r.wall_time} for r in done]
+    row = {"peer": PEER_NAMES["a" if executor == "population" else "b"], "wall_s": wall,
+           "trials_planned": args.trials, "trials_done": len(done),
+           "failed": sum(r.state == "FAIL" for r in result.records), "trials": trials}
+    best = result.best
+    if best is not None:
+        trial_dir = study_dir / "trials" / str(best.number)
+        agent = rltune.load_agent(trial_dir, which="last")  # the final policy, as for SB3
+        row["best"] = {"number": best.number, "params": best.params, "value": best.value,
+                       "eval_mean_in_trial": best.eval_mean,
+                       "eval": evaluate(agent.act, args.best_episodes)}
+        # rltune also keeps the checkpoint with the best training reward (load_agent's default).
+        ckpt_best = rltune.load_agent(trial_dir)
+        row["best"]["eval_best_checkpoint"] = evaluate(ckpt_best.act, args.best_episodes)
+    return row
+
+
+# ================================================================ (c), (d): SB3 trials
+def sb3_trial(params: dict, steps: int, eval_episodes: int, save_path: str | None) -> dict:
+    """Build, train and score one SB3 PPO model with rltune's PPO defaults and `params`."""
+    import numpy as np
+    import torch
+    from stable_baselines3 import PPO as SB3PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    torch.set_num_threads(1)  # 2 trials share 2 cores: one thread each
+    start = time.perf_counter()
+    lr = float(params["learning_rate"])
+    env = make_vec_env("CartPole-v1", n_envs=PPO["num_envs"], seed=PPO["seed"])
+    model = SB3PPO(
+        "MlpPolicy", env,
+        learning_rate=lambda progress_remaining: lr * progress_remaining,  # linear decay to 0, like ours
+        n_steps=PPO["num_steps"], batch_size=PPO["num_envs"] * PPO["num_steps"] // PPO["num_minibatches"],
+        n_epochs=PPO["update_epochs"], gamma=float(params["gamma"]), gae_lambda=PPO["gae_lambda"],
+        clip_range=PPO["clip_eps"], clip_range_vf=PPO["clip_eps"], ent_coef=float(params["ent_coef"]),
+        vf_coef=PPO["vf_coef"], max_grad_norm=PPO["max_grad_norm"],
+        policy_kwargs={"net_arch": {"pi": [64, 64], "vf": [64, 64]}, "activation_fn": torch.nn.Tanh},
+        seed=PPO["seed"], device="cpu", verbose=0)
+    model.learn(total_timesteps=steps)
+    episodes = [ep["r"] for ep in model.ep_info_buffer]
+    value = float(np.mean(episodes)) if episodes else float("nan")
+    ev = evaluate(lambda obs: model.predict(obs, deterministic=True)[0], eval_episodes)
+    if save_path:
+        model.save(save_path)
+    env.close()
+    return {"value": value, "eval_mean": ev["mean"], "wall_time": time.perf_counter() - start,
+            "model": save_path}
+
+
+def load_sb3(path: str):
+    from stable_baselines3 import PPO as SB3PPO
+
+    # The learning-rate lambda is no use for acting; do not unpickle it.
+    return SB3PPO.load(path, device="cpu", custom_objects={"learning_rate": 0.0, "lr_schedule": lambda _: 0.0})
+
+
+def _log_trial(tag: str, number, res: dict, params: dict) -> None:
+    print(f"[{tag}] trial {number}: reward {res['value']:.1f}, eval {res['eval_mean']:.1f}, "
+          f"{res['wall_time']:.1f} s, lr {params['learning_rate']:.2e} gamma {params['gamma']:.4f} "
+          f"ent {params['ent_coef']:.4f}", flush=True)
+
+
+# ---------------------------------------------------------------- (c) SB3 + Optuna
+def _optuna_objective(steps: int, eval_episodes: int, model_dir: str):
+    def objective(trial):
+        params = {"learning_rate": trial.suggest_float("learning_rate", *SPACE["learning_rate"][:2], log=True),
+                  "gamma": trial.suggest_float("gamma", *SPACE["gamma"][:2]),
+                  "ent_coef": trial.suggest_float("ent_coef", *SPACE["ent_coef"][:2])}
+        res = sb3_trial(params, steps, eval_episodes, os.path.join(model_dir, f"trial_{trial.number}"))
+        for key in ("eval_mean", "wall_time", "model"):
+            trial.set_user_attr(key, res[key])
+        _log_trial("sb3+optuna", trial.number, res, params)
+        return res["value"]
+
+    return objective
+
+
+def _optuna_process(journal: str, name: str, seed: int, n_trials: int, steps: int, eval_episodes: int,
+                    model_dir: str, timeout: float | None) -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=name, storage=_journal(journal),
+                              sampler=optuna.samplers.RandomSampler(seed=seed))
+    study.optimize(_optuna_objective(steps, eval_episodes, model_dir), n_trials=n_trials, timeout=timeout)
+
+
+def _journal(path: str):
+    import optuna
+
+    try:
+        backend = optuna.storages.journal.JournalFileBackend(path)
+    except AttributeError:  # optuna < 4
+        backend = optuna.storages.JournalFileStorage(path)
+    return optuna.storages.JournalStorage(backend)
+
+
+def run_sb3_optuna(args, out: Path) -> dict:
+    """RL Zoo's way: an Optuna objective that trains an SB3 model. RL Zoo's `--n-jobs` uses
+    threads, which the GIL serialises; the two workers here are processes sharing a journal
+    file, the way Optuna parallelises across processes."""
+    import multiprocessing as mp
+
+    import optuna
+
+    out.mkdir(parents=True, exist_ok=True)
+    journal, name = str(out / "optuna.journal"), "sb3-ppo-cartpole"
+    start = time.perf_counter()
+    optuna.create_study(study_name=name, storage=_journal(journal), direction="maximize")
+    ctx = mp.get_context("spawn")
+    shares = [args.trials // args.parallel + (i < args.trials % args.parallel) for i in range(args.parallel)]
+    procs = [ctx.Process(target=_optuna_process, args=(journal, name, args.seed + i, n, args.steps,
+                                                       args.eval_episodes, str(out), args.peer_timeout))
+             for i, n in enumerate(shares) if n > 0]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    wall = time.perf_counter() - start
+    study = optuna.load_study(study_name=name, storage=_journal(journal))
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    trials = [{"number": t.number, "params": t.params, "value": t.value, "eval_mean": t.user_attrs["eval_mean"],
+               "wall_time": t.user_attrs["wall_time"]} for t in done]
+    row = {"peer": PEER_NAMES["c"], "wall_s": wall, "trials_planned": args.trials, "trials_done": len(done),
+           "failed": sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials), "trials": trials,
+           "versions": _versions()}
+    if done:
+        best = study.best_trial
+        model = load_sb3(best.user_attrs["model"])
+        row["best"] = {"number": best.number, "params": best.params, "value": best.value,
+                       "eval_mean_in_trial": best.user_attrs["eval_mean"],
+                       "eval": evaluate(lambda obs: model.predict(obs, deterministic=True)[0], args.best_episodes)}
+    return row
+
+
+# ---------------------------------------------------------------- (d) Ray Tune + SB3
+def _ray_trainable(config: dict) -> None:
+    from ray import tune
+
+    model_dir = config.pop("_model_dir")
+    steps, eval_episodes = config.pop("_steps"), config.pop("_eval_episodes")
+    path = os.path.join(model_dir, f"trial_{os.getpid()}_{time.time_ns()}")
+    res = sb3_trial(config, steps, eval_episodes, path)
+    _log_trial("ray+sb3", "-", res, config)
+    report = getattr(tune, "report", None)
+    if report is None:  # older Ray
+        from ray import train
+
+        report = train.report
+    report({"reward": res["value"], "eval_mean": res["eval_mean"], "trial_wall_time": res["wall_time"],
+            "model": res["model"]})
+
+
+def run_ray_tune(args, out: Path) -> dict:
+    import ray
+    from ray import tune
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    ray.init(num_cpus=args.parallel, include_dashboard=False, log_to_driver=True,
+             logging_level="warning", configure_logging=True)
+    init_s = time.perf_counter() - start
+    lo, hi, _ = SPACE["learning_rate"]
+    space = {"learning_rate": tune.loguniform(lo, hi), "gamma": tune.uniform(*SPACE["gamma"][:2]),
+             "ent_coef": tune.uniform(*SPACE["ent_coef"][:2]),
+             "_model_dir": str(out.resolve()), "_steps": args.steps, "_eval_episodes": args.eval_episodes}
+    run_config_cls = getattr(tune, "RunConfig", None)
+    if run_config_cls is None:
+        from ray.train import RunConfig as run_config_cls
+    tuner = tune.Tuner(
+        tune.with_resources(_ray_trainable, {"cpu": 1}), param_space=space,
+        tune_config=tune.TuneConfig(num_samples=args.trials, max_concurrent_trials=args.parallel,
+                                    metric="reward", mode="max",
+                                    search_alg=BasicVariantGenerator(random_state=args.seed),
+                                    time_budget_s=args.peer_timeout),
+        run_config=run_config_cls(name="ray-sb3", storage_path=str((out / "ray_results").resolve()), verbose=0))
+    grid = tuner.fit()
+    wall = time.perf_counter() - start
+    done = [r for r in grid if r.error is None and r.metrics and "reward" in r.metrics]
+    trials = [{"number": i, "params": {k: r.config[k] for k in SPACE}, "value": r.metrics["reward"],
+               "eval_mean": r.metrics["eval_mean"], "wall_time": r.metrics["trial_wall_time"]}
+              for i, r in enumerate(done)]
+    row = {"peer": PEER_NAMES["d"], "wall_s": wall, "ray_init_s": init_s, "trials_planned": args.trials,
+           "trials_done": len(done), "failed": sum(r.error is not None for r in grid), "trials": trials,
+           "versions": _versions()}
+    if done:
+        best = grid.get_best_result(metric="reward", mode="max")
+        model = load_sb3(best.metrics["model"])
+        row["best"] = {"number": None, "params": {k: best.config[k] for k in SPACE},
+                       "value": best.metrics["reward"], "eval_mean_in_trial": best.metrics["eval_mean"],
+                       "eval": evaluate(lambda obs: model.predict(obs, deterministic=True)[0], args.best_episodes)}
+    ray.shutdown()
+    return row
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    found = {}
+    for name in ("torch", "stable-baselines3", "optuna", "gymnasium", "ray"):
+        try:
+            found[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return found
+
+
+# ================================================================ driving and reporting
+def run_peer(peer: str, args, out: Path) -> dict:
+    if peer in ("a", "b"):
+        return run_rltune("population" if peer == "a" else "local", args, out)
+    # SB3 / Ray live in the bench environment: a subprocess of --bench-python writes its row.
+    result = out / f"peer_{peer}.json"
+    cmd = [args.bench_python, str(Path(__file__).resolve()), "--worker", peer, "--result", str(result),
+           "--out", str(out / f"peer_{peer}"), "--trials", str(args.trials), "--steps", str(args.steps),
+           "--parallel", str(args.parallel), "--seed", str(args.seed), "--eval-episodes", str(args.eval_episodes),
+           "--best-episodes", str(args.best_episodes)]
+    if args.peer_timeout:
+        cmd += ["--peer-timeout", str(args.peer_timeout)]
+    proc = subprocess.run(cmd)
+    if proc.returncode != 0 or not result.exists():
+        return {"peer": PEER_NAMES[peer], "error": f"{' '.join(cmd[:2])} ... exited {proc.returncode}"}
+    return json.loads(result.read_text())
+
+
+def finish_row(row: dict) -> dict:
+    """Derived figures; a peer cut short gets an extrapolated total."""
+    if "error" in row:
+        return row
+    done, planned = row["trials_done"], row["trials_planned"]
+    row["trials_per_hour"] = done / row["wall_s"] * 3600 if done else 0.0
+    row["partial"] = done < planned
+    row["wall_full_s"] = row["wall_s"] * planned / done if done else math.nan  # = wall_s when complete
+    row["solved"] = sum(t["eval_mean"] is not None and t["eval_mean"] >= SOLVED for t in row["trials"])
+    walls = [t["wall_time"] for t in row["trials"] if t.get("wall_time") is not None]
+    row["trial_wall_mean_s"] = sum(walls) / len(walls) if walls else math.nan
+    return row
+
+
+def print_table(rows: list[dict], args) -> None:
+    print()
+    print(f"PPO CartPole-v1 study: {args.trials} trials x {args.steps} env steps, random search over "
+          f"lr/gamma/ent_coef, {args.parallel} at a time")
+    head = (f"| peer | wall | trials/hour | mean trial wall | solved (>= {SOLVED:.0f}, {args.eval_episodes} ep.) "
+            f"| best trial's objective | best eval ({args.best_episodes} ep., deterministic) |")
+    print(head)
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['peer']} | failed: {r['error']} | | | | | |")
+            continue
+        wall = f"{r['wall_s']:.1f} s"
+        if r["partial"]:
+            wall += f" ({r['trials_done']}/{r['trials_planned']} trials; extrapolated {r['wall_full_s']:.0f} s)"
+        best = r.get("best")
+        print(f"| {r['peer']} | {wall} | {r['trials_per_hour']:.0f} | {r['trial_wall_mean_s']:.1f} s | "
+              f"{r['solved']}/{r['trials_done']} | {best['value']:.1f} | "
+              f"{best['eval']['mean']:.1f} +- {best['eval']['std']:.1f} |" if best else
+              f"| {r['peer']} | {wall} | {r['trials_per_hour']:.0f} | - | 0/0 | - | - |")
+    ref = next((r for r in rows if r.get("peer") == PEER_NAMES["a"] and "error" not in r), None)
+    if ref is not None and ref.get("best"):
+        for r in rows:
+            if r is ref or "error" in r or not r.get("best"):
+                continue
+            ratio = r["wall_full_s"] / ref["wall_full_s"]
+            note = " (extrapolated from the completed trials)" if r["partial"] or ref["partial"] else ""
+            print(f"rltune population is {ratio:.1f}x faster than {r['peer']} for the same budget{note}, "
+                  f"best return {ref['best']['eval']['mean']:.1f} vs {r['best']['eval']['mean']:.1f}")
+        b = ref["best"]
+        if "eval_best_checkpoint" in b:
+            print(f"(rltune population's best trial, best-reward checkpoint instead of the final policy: "
+                  f"{b['eval_best_checkpoint']['mean']:.1f})")
+
+
+def scaling(args, out: Path) -> list[dict]:
+    """Wall time of one `--scaling-trials` study vs population size (rltune population executor)."""
+    from rltune.tune.study import run_study
+
+    rows = []
+    for k in [int(s) for s in args.sizes.split(",")]:
+        spec = rltune_spec(f"scaling-{k}", "population", args.scaling_trials, args.steps, 1, args.seed)
+        start = time.perf_counter()
+        result = run_study(spec, out / f"scaling-{k}", eval_episodes=0, population_size=k)
+        wall = time.perf_counter() - start
+        done = sum(r.state == "COMPLETE" for r in result.records)
+        steps = sum(r.step or 0 for r in result.records if r.state == "COMPLETE")
+        rows.append({"population_size": k, "wall_s": wall, "trials_done": done, "env_steps": steps,
+                     "steps_per_s": steps / wall})
+        print(f"population {k:>3}: {done}/{args.scaling_trials} trials in {wall:.1f} s, "
+              f"{steps / wall:,.0f} env steps/s aggregate", flush=True)
+    print()
+    print(f"| population size | wall ({args.scaling_trials} trials x {args.steps} steps) | aggregate env steps/s "
+          "| trials/hour |")
+    print("|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['population_size']} | {r['wall_s']:.1f} s | {r['steps_per_s']:,.0f} | "
+              f"{r['trials_done'] / r['wall_s'] * 3600:,.0f} |")
+    return rows
+
+
+def _load() -> str:
+    try:
+        return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "load average unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--peers", default="a,b,c,d", help="which of a,b,c,d to run (default all)")
+    parser.add_argument("--trials", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=100_000, help="env steps per trial")
+    parser.add_argument("--parallel", type=int, default=2, help="trials at a time for (b), (c), (d)")
+    parser.add_argument("--population-size", type=int, default=None, help="(a): default auto (= trials)")
+    parser.add_argument("--seed", type=int, default=0, help="sampler seed")
+    parser.add_argument("--eval-episodes", type=int, default=20, help="per-trial evaluation (solved fraction)")
+    parser.add_argument("--best-episodes", type=int, default=100, help="evaluation of the best trial")
+    parser.add_argument("--bench-python", default=sys.executable,
+                        help="interpreter with torch, stable-baselines3, optuna and ray for (c), (d)")
+    parser.add_argument("--peer-timeout", type=float, default=None,
+                        help="seconds after which (c)/(d) start no new trial; the total is then extrapolated")
+    parser.add_argument("--out", default=None, help="where studies go (default: a temporary directory)")
+    parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    parser.add_argument("--scaling", action="store_true", help="run the population-size scaling figure instead")
+    parser.add_argument("--scaling-trials", type=int, default=64)
+    parser.add_argument("--sizes", default="1,4,16,64")
+    parser.add_argument("--worker", choices=("c", "d"), help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:  # a subprocess in the bench environment
+        out = Path(args.out)
+        row = run_sb3_optuna(args, out) if args.worker == "c" else run_ray_tune(args, out)
+        Path(args.result).write_text(json.dumps(row, indent=1, default=str))
+        return 0
+
+    tmp = None
+    if args.out is None:
+        tmp = tempfile.TemporaryDirectory(prefix="study_vs_peers-")
+        args.out = tmp.name
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"start {time.strftime('%H:%M:%S')}, {os.cpu_count()} CPUs, {_load()}; studies under {out}", flush=True)
+    if args.scaling:
+        rows = scaling(args, out)
+    else:
+        rows = []
+        for peer in [p.strip() for p in args.peers.split(",") if p.strip()]:
+            if peer not in PEER_NAMES:
+                parser.error(f"unknown peer {peer!r}: choose from a,b,c,d")
+            print(f"--- ({peer}) {PEER_NAMES[peer]}, start {time.strftime('%H:%M:%S')}, {_load()}", flush=True)
+            row = finish_row(run_peer(peer, args, out))
+            rows.append(row)
+            if "error" not in row:
+                print(f"--- ({peer}) done: {row['trials_done']} trials in {row['wall_s']:.1f} s, {_load()}", flush=True)
+        print_table(rows, args)
+    print(f"end {time.strftime('%H:%M:%S')}, {_load()}  (the machine is shared: absolute timings are noisy)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1, default=str))
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
