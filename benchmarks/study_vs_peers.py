@@ -68,6 +68,14 @@ PPO = {"num_envs": 4, "num_steps": 128, "num_minibatches": 4, "update_epochs": 4
        "activation": "tanh", "anneal_lr": True, "seed": 0}
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and of its children that have been waited for."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 # ================================================================ evaluation (both worlds)
 def evaluate(act, episodes: int, seed: int = EVAL_SEED) -> dict:
     """`act(obs) -> action` on Gymnasium CartPole-v1; episode i is reset with seed + i."""
@@ -109,13 +117,13 @@ def run_rltune(executor: str, args, out: Path) -> dict:
     spec = rltune_spec(f"peers-{executor}", executor, args.trials, args.steps, args.parallel, args.seed)
     study_dir = out / f"rltune-{executor}"
     kwargs = {"population_size": args.population_size} if executor == "population" else {}
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), cpu_seconds()
     result = run_study(spec, study_dir, eval_episodes=args.eval_episodes, **kwargs)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
     done = [r for r in result.records if r.state == "COMPLETE"]
     trials = [{"number": r.number, "params": r.params, "value": r.value, "eval_mean": r.eval_mean,
                "wall_time": r.wall_time} for r in done]
-    row = {"peer": PEER_NAMES["a" if executor == "population" else "b"], "wall_s": wall,
+    row = {"peer": PEER_NAMES["a" if executor == "population" else "b"], "wall_s": wall, "cpu_s": cpu,
            "trials_planned": args.trials, "trials_done": len(done),
            "failed": sum(r.state == "FAIL" for r in result.records), "trials": trials}
     best = result.best
@@ -140,7 +148,7 @@ def sb3_trial(params: dict, steps: int, eval_episodes: int, save_path: str | Non
     from stable_baselines3.common.env_util import make_vec_env
 
     torch.set_num_threads(1)  # 2 trials share 2 cores: one thread each
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), time.process_time()
     lr = float(params["learning_rate"])
     env = make_vec_env("CartPole-v1", n_envs=PPO["num_envs"], seed=PPO["seed"])
     model = SB3PPO(
@@ -160,7 +168,7 @@ def sb3_trial(params: dict, steps: int, eval_episodes: int, save_path: str | Non
         model.save(save_path)
     env.close()
     return {"value": value, "eval_mean": ev["mean"], "wall_time": time.perf_counter() - start,
-            "model": save_path}
+            "cpu_s": time.process_time() - cpu0, "model": save_path}
 
 
 def load_sb3(path: str):
@@ -183,7 +191,7 @@ def _optuna_objective(steps: int, eval_episodes: int, model_dir: str):
                   "gamma": trial.suggest_float("gamma", *SPACE["gamma"][:2]),
                   "ent_coef": trial.suggest_float("ent_coef", *SPACE["ent_coef"][:2])}
         res = sb3_trial(params, steps, eval_episodes, os.path.join(model_dir, f"trial_{trial.number}"))
-        for key in ("eval_mean", "wall_time", "model"):
+        for key in ("eval_mean", "wall_time", "cpu_s", "model"):
             trial.set_user_attr(key, res[key])
         _log_trial("sb3+optuna", trial.number, res, params)
         return res["value"]
@@ -221,7 +229,8 @@ def run_sb3_optuna(args, out: Path) -> dict:
 
     out.mkdir(parents=True, exist_ok=True)
     journal, name = str(out / "optuna.journal"), "sb3-ppo-cartpole"
-    start = time.perf_counter()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    start, cpu0 = time.perf_counter(), cpu_seconds()
     optuna.create_study(study_name=name, storage=_journal(journal), direction="maximize")
     ctx = mp.get_context("spawn")
     shares = [args.trials // args.parallel + (i < args.trials % args.parallel) for i in range(args.parallel)]
@@ -232,12 +241,12 @@ def run_sb3_optuna(args, out: Path) -> dict:
         p.start()
     for p in procs:
         p.join()
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
     study = optuna.load_study(study_name=name, storage=_journal(journal))
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     trials = [{"number": t.number, "params": t.params, "value": t.value, "eval_mean": t.user_attrs["eval_mean"],
-               "wall_time": t.user_attrs["wall_time"]} for t in done]
-    row = {"peer": PEER_NAMES["c"], "wall_s": wall, "trials_planned": args.trials, "trials_done": len(done),
+               "wall_time": t.user_attrs["wall_time"], "cpu_s": t.user_attrs.get("cpu_s")} for t in done]
+    row = {"peer": PEER_NAMES["c"], "wall_s": wall, "cpu_s": cpu, "trials_planned": args.trials, "trials_done": len(done),
            "failed": sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials), "trials": trials,
            "versions": _versions()}
     if done:
@@ -264,7 +273,7 @@ def _ray_trainable(config: dict) -> None:
 
         report = train.report
     report({"reward": res["value"], "eval_mean": res["eval_mean"], "trial_wall_time": res["wall_time"],
-            "model": res["model"]})
+            "trial_cpu_s": res["cpu_s"], "model": res["model"]})
 
 
 def run_ray_tune(args, out: Path) -> dict:
@@ -273,7 +282,7 @@ def run_ray_tune(args, out: Path) -> dict:
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), cpu_seconds()
     ray.init(num_cpus=args.parallel, include_dashboard=False, log_to_driver=True,
              logging_level="warning", configure_logging=True)
     init_s = time.perf_counter() - start
@@ -286,17 +295,17 @@ def run_ray_tune(args, out: Path) -> dict:
         from ray.train import RunConfig as run_config_cls
     tuner = tune.Tuner(
         tune.with_resources(_ray_trainable, {"cpu": 1}), param_space=space,
-        tune_config=tune.TuneConfig(num_samples=args.trials, max_concurrent_trials=args.parallel,
-                                    metric="reward", mode="max",
-                                    search_alg=BasicVariantGenerator(random_state=args.seed),
+        tune_config=tune.TuneConfig(num_samples=args.trials, metric="reward", mode="max",
+                                    search_alg=BasicVariantGenerator(random_state=args.seed,
+                                                                     max_concurrent=args.parallel),
                                     time_budget_s=args.peer_timeout),
         run_config=run_config_cls(name="ray-sb3", storage_path=str((out / "ray_results").resolve()), verbose=0))
     grid = tuner.fit()
-    wall = time.perf_counter() - start
+    wall, fit_cpu = time.perf_counter() - start, cpu_seconds()
     done = [r for r in grid if r.error is None and r.metrics and "reward" in r.metrics]
     trials = [{"number": i, "params": {k: r.config[k] for k in SPACE}, "value": r.metrics["reward"],
-               "eval_mean": r.metrics["eval_mean"], "wall_time": r.metrics["trial_wall_time"]}
-              for i, r in enumerate(done)]
+               "eval_mean": r.metrics["eval_mean"], "wall_time": r.metrics["trial_wall_time"],
+               "cpu_s": r.metrics.get("trial_cpu_s")} for i, r in enumerate(done)]
     row = {"peer": PEER_NAMES["d"], "wall_s": wall, "ray_init_s": init_s, "trials_planned": args.trials,
            "trials_done": len(done), "failed": sum(r.error is not None for r in grid), "trials": trials,
            "versions": _versions()}
@@ -306,7 +315,10 @@ def run_ray_tune(args, out: Path) -> dict:
         row["best"] = {"number": None, "params": {k: best.config[k] for k in SPACE},
                        "value": best.metrics["reward"], "eval_mean_in_trial": best.metrics["eval_mean"],
                        "eval": evaluate(lambda obs: model.predict(obs, deterministic=True)[0], args.best_episodes)}
+    eval_cpu = cpu_seconds() - fit_cpu
     ray.shutdown()
+    # Ray's processes are counted once shut down and reaped (the driver's best-trial evaluation is not).
+    row["cpu_s"] = cpu_seconds() - cpu0 - eval_cpu
     return row
 
 
@@ -351,6 +363,8 @@ def finish_row(row: dict) -> dict:
     row["solved"] = sum(t["eval_mean"] is not None and t["eval_mean"] >= SOLVED for t in row["trials"])
     walls = [t["wall_time"] for t in row["trials"] if t.get("wall_time") is not None]
     row["trial_wall_mean_s"] = sum(walls) / len(walls) if walls else math.nan
+    cpus = [t["cpu_s"] for t in row["trials"] if t.get("cpu_s") is not None]
+    row["trial_cpu_sum_s"] = sum(cpus) if cpus else None
     return row
 
 
@@ -358,22 +372,23 @@ def print_table(rows: list[dict], args) -> None:
     print()
     print(f"PPO CartPole-v1 study: {args.trials} trials x {args.steps} env steps, random search over "
           f"lr/gamma/ent_coef, {args.parallel} at a time")
-    head = (f"| peer | wall | trials/hour | mean trial wall | solved (>= {SOLVED:.0f}, {args.eval_episodes} ep.) "
-            f"| best trial's objective | best eval ({args.best_episodes} ep., deterministic) |")
+    head = (f"| peer | wall | CPU time | trials/hour | mean trial wall | solved (>= {SOLVED:.0f}, "
+            f"{args.eval_episodes} ep.) | best trial's objective | best eval ({args.best_episodes} ep., deterministic) |")
     print(head)
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
-            print(f"| {r['peer']} | failed: {r['error']} | | | | | |")
+            print(f"| {r['peer']} | failed: {r['error']} | | | | | | |")
             continue
         wall = f"{r['wall_s']:.1f} s"
         if r["partial"]:
             wall += f" ({r['trials_done']}/{r['trials_planned']} trials; extrapolated {r['wall_full_s']:.0f} s)"
+        cpu = f"{r['cpu_s']:.0f} s" if r.get("cpu_s") is not None else "-"
         best = r.get("best")
-        print(f"| {r['peer']} | {wall} | {r['trials_per_hour']:.0f} | {r['trial_wall_mean_s']:.1f} s | "
+        print(f"| {r['peer']} | {wall} | {cpu} | {r['trials_per_hour']:.0f} | {r['trial_wall_mean_s']:.1f} s | "
               f"{r['solved']}/{r['trials_done']} | {best['value']:.1f} | "
               f"{best['eval']['mean']:.1f} +- {best['eval']['std']:.1f} |" if best else
-              f"| {r['peer']} | {wall} | {r['trials_per_hour']:.0f} | - | 0/0 | - | - |")
+              f"| {r['peer']} | {wall} | {cpu} | {r['trials_per_hour']:.0f} | - | 0/0 | - | - |")
     ref = next((r for r in rows if r.get("peer") == PEER_NAMES["a"] and "error" not in r), None)
     if ref is not None and ref.get("best"):
         for r in rows:
@@ -381,7 +396,10 @@ def print_table(rows: list[dict], args) -> None:
                 continue
             ratio = r["wall_full_s"] / ref["wall_full_s"]
             note = " (extrapolated from the completed trials)" if r["partial"] or ref["partial"] else ""
-            print(f"rltune population is {ratio:.1f}x faster than {r['peer']} for the same budget{note}, "
+            cpu = ""
+            if ref.get("cpu_s") and r.get("cpu_s"):
+                cpu = f" ({r['cpu_s'] * r['trials_planned'] / max(r['trials_done'], 1) / ref['cpu_s']:.1f}x less CPU time)"
+            print(f"rltune population is {ratio:.1f}x faster than {r['peer']} for the same budget{note}{cpu}, "
                   f"best return {ref['best']['eval']['mean']:.1f} vs {r['best']['eval']['mean']:.1f}")
         b = ref["best"]
         if "eval_best_checkpoint" in b:
@@ -441,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scaling", action="store_true", help="run the population-size scaling figure instead")
     parser.add_argument("--scaling-trials", type=int, default=64)
     parser.add_argument("--sizes", default="1,4,16,64")
+    parser.add_argument("--table", default=None, help="print the table of rows saved with --json, run nothing")
     parser.add_argument("--worker", choices=("c", "d"), help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -451,6 +470,9 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.result).write_text(json.dumps(row, indent=1, default=str))
         return 0
 
+    if args.table:
+        print_table([finish_row(r) for r in json.loads(Path(args.table).read_text())], args)
+        return 0
     tmp = None
     if args.out is None:
         tmp = tempfile.TemporaryDirectory(prefix="study_vs_peers-")

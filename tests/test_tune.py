@@ -246,3 +246,26 @@ def test_hypertrick_stops_trials_early_in_a_live_study(tmp_path):
     pruned = [r for r in table if r["state"] == "PRUNED"]
     assert pruned and all(int(r["steps"]) < 10240 for r in pruned)
     assert any(r["state"] == "COMPLETE" for r in table)
+
+
+def test_max_failed_trials_stops_the_study(tmp_path):
+    spec = write(tmp_path / "hptuning.yaml", CLOUD_SPEC.replace("maxTrials: 4", "maxTrials: 6")
+                 .replace("maxParallelTrials: 2", "maxParallelTrials: 1\n        maxFailedTrials: 2"))
+    out = tmp_path / "study"
+    assert main(["tune", str(spec), "--out", str(out), "--", sys.executable, str(TINY_TRAINER),
+                 "--steps", "3", "--fail-at", "1"]) == 0
+    assert [r["state"] for r in rows(out)] == ["FAIL", "FAIL"]
+
+
+def test_resume_previous_job_reuses_its_completed_trials(tmp_path):
+    trainer = ["--", sys.executable, str(TINY_TRAINER), "--steps", "2"]
+    first = write(tmp_path / "first.yaml", CLOUD_SPEC.replace("maxTrials: 4", "maxTrials: 2"))
+    assert main(["tune", str(first), "--out", str(tmp_path / "a"), *trainer]) == 0
+    second = write(tmp_path / "second.yaml", CLOUD_SPEC.replace(
+        "maxTrials: 4", f"maxTrials: 3\n        resumePreviousJobId: {tmp_path / 'a'}"))
+    assert main(["tune", str(second), "--out", str(tmp_path / "b"), *trainer]) == 0
+    table = rows(tmp_path / "b")
+    assert len(table) == 3 and all(r["state"] == "COMPLETE" for r in table)
+    previous = {r["learning_rate"] for r in rows(tmp_path / "a")}
+    assert previous <= {r["learning_rate"] for r in table}
+    assert len(list((tmp_path / "b" / "trials").iterdir())) == 1  # only one trial ran again

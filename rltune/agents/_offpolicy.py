@@ -71,7 +71,7 @@ class Algo(NamedTuple):
     metric_names: tuple[str, ...]
     action_shape: tuple[int, ...]
     action_dtype: Any
-    target_every: int = 0  # env steps between hard target copies (0: none)
+    target_every: Callable | None = None  # hp -> env steps between hard target copies (None: no copies)
 
 
 @dataclass
@@ -184,10 +184,11 @@ def _learn_on_batches(algo: Algo, hp, learner: Learner, batches, rng, sums):
     return learner, sums
 
 
-def _sync_target(algo: Algo, learner: Learner, steps_before, steps_after) -> Learner:
-    if not algo.target_every:
+def _sync_target(algo: Algo, hp, learner: Learner, steps_before, steps_after) -> Learner:
+    if algo.target_every is None:
         return learner
-    crossed = (steps_after // algo.target_every) > (steps_before // algo.target_every)
+    every = jnp.maximum(algo.target_every(hp), 1)
+    crossed = (steps_after // every) > (steps_before // every)
     target = jax.tree.map(lambda t, p: jnp.where(crossed, p, t), learner.target_params, learner.params)
     return learner._replace(target_params=target)
 
@@ -231,7 +232,7 @@ def _segment_jit(make_algo, config, info: EnvInfo, hp, state: OffPolicyState, nu
 
         do_learn = jnp.logical_and(state.update % config.train_freq == 0, replay.size >= config.learning_starts)
         learner, sums = jax.lax.cond(do_learn, learn, lambda args: args, (_learner(state), sums))
-        learner = _sync_target(algo, learner, steps_before, state.env_steps)
+        learner = _sync_target(algo, hp, learner, steps_before, state.env_steps)
         return _with_learner(state, learner), sums
 
     state, sums = jax.lax.fori_loop(0, num_updates, vector_step, (state, _zero_sums(algo)))
@@ -293,6 +294,7 @@ def _segment_host(make_algo, config, info: EnvInfo, hp, state: OffPolicyState, n
     learner, rng, replay, episodes = _learner(state), state.rng, state.replay, state.episodes
     update, env_steps = int(state.update), int(state.env_steps)
     sums = _zero_sums(algo)
+    every = max(1, int(algo.target_every(hp))) if algo.target_every is not None else 0
     n_sample = config.gradient_steps * config.batch_size
     for _ in range(num_updates):
         obs = venv.obs
@@ -306,7 +308,7 @@ def _segment_host(make_algo, config, info: EnvInfo, hp, state: OffPolicyState, n
             batch = rb.sample_np(replay, np_rng, n_sample)
             batch = {k: v.reshape((config.gradient_steps, config.batch_size, *v.shape[1:])) for k, v in batch.items()}
             learner, sums, rng = fns.learn(hp, learner, batch, rng, sums)
-        if algo.target_every and env_steps // algo.target_every > steps_before // algo.target_every:
+        if every and env_steps // every > steps_before // every:
             learner = fns.sync(learner)
     state = _with_learner(state, learner).replace(
         rng=rng, replay=replay, episodes=episodes, update=np.asarray(update, np.int64),

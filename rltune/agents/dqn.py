@@ -30,8 +30,8 @@ class DQNConfig(off.OffPolicyConfig):
     learning_starts: int = param(10_000, "Transitions in the buffer before learning starts.", low=0,
                                  static=True)
     train_freq: int = param(10, "Vector env steps between training phases.", low=1, static=True)
-    update_target: int = param(1000, "Env steps between copies of the online network to the target.",
-                               low=1, static=True)
+    update_target: int = param(1000, "Env steps between copies of the online network to the target "
+                               "(traced: a population can differ in it).", low=1)
     double_dqn: bool = param(False, "Double DQN: the online network picks the next action, the "
                              "target network values it.", static=True)
     start_e: float = param(1.0, "Initial exploration epsilon.", low=0.0, high=1.0)
@@ -112,7 +112,7 @@ def make_algo(config: DQNConfig, info: EnvInfo) -> off.Algo:
         return learner._replace(params=params, opt_state=opt_state, grad_steps=learner.grad_steps + 1), metrics
 
     return off.Algo(init_learner, explore, update, ("loss", "q_value"), (), jnp.int32,
-                    target_every=config.update_target)
+                    target_every=lambda hp: jnp.round(hp["update_target"]).astype(jnp.int32))
 
 
 # ---------------------------------------------------------------- agent interface
