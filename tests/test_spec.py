@@ -392,3 +392,18 @@ def test_python_api_validation():
         StudySpec(name="x", space=space, num_trials=0)
     assert e.value.field == "trials"
     assert StudySpec(name="x", space=space, num_trials=7).failed_trials_limit == 3
+
+
+def test_every_example_spec_loads_and_prepares():
+    from pathlib import Path
+
+    from rltune.tune.spec import load_spec, with_command
+    from rltune.tune.study import prepare
+
+    examples = sorted((Path(__file__).parent.parent / "examples").glob("*.yaml"))
+    assert examples
+    for path in examples:
+        spec = load_spec(path)
+        if spec.agent is None and spec.command is None:
+            spec = with_command(spec, ["python", "-m", "trainer.task"])
+        prepare(spec)
