@@ -162,6 +162,10 @@ def test_runner_checkpoints_and_resumes(tmp_path, backend):
     restored = checkpoint.restore_state(dqn.init(config), payload)
     assert int(restored.update) == 400 and int(restored.replay.size) == 400
     np.testing.assert_array_equal(np.asarray(restored.replay.obs), np.asarray(saved["replay"]["obs"]))
+    longer = make(dqn, env="CartPole-v1", backend=backend, total_steps=600, learning_starts=100, save_replay=True)
+    summary = run("dqn", longer, tmp_path, options=RunOptions(segment_steps=200, eval_episodes=0), resume=True)
+    assert summary["env_steps"] == 600
+    assert int(checkpoint.read(tmp_path / "checkpoints" / "last.msgpack")["state"]["replay"]["size"]) == 600
 
 
 def test_replay_is_left_out_of_checkpoints_by_default(tmp_path):
