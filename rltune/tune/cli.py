@@ -80,6 +80,8 @@ def print_result(driver, result) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from rltune.tune.study import format_value as _fmt
+
     spec = driver.spec
     console = Console()
     table = Table(title=f"study {spec.name}: {len(result.records)} trials")
@@ -105,10 +107,3 @@ def print_result(driver, result) -> None:
         console.print(f"interrupted: resume with `rltune tune <same spec> --out "
                       f"{result.study_dir} --resume`")
 
-
-def _fmt(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)

@@ -627,8 +627,8 @@ class _LiveTable:
             table.add_column(col)
         for run in d.running.values():
             r = run.record
-            table.add_row(str(r.number), *(_fmt(r.params.get(n)) for n in d.spec.space.names),
-                          _fmt(r.step), _fmt(r.value))
+            table.add_row(str(r.number), *(format_value(r.params.get(n)) for n in d.spec.space.names),
+                          format_value(r.step), format_value(r.value))
         return table
 
     def refresh(self) -> None:
@@ -638,7 +638,7 @@ class _LiveTable:
         self._live.stop()
 
 
-def _fmt(value) -> str:
+def format_value(value) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
