@@ -269,3 +269,31 @@ def test_resume_previous_job_reuses_its_completed_trials(tmp_path):
     previous = {r["learning_rate"] for r in rows(tmp_path / "a")}
     assert previous <= {r["learning_rate"] for r in table}
     assert len(list((tmp_path / "b" / "trials").iterdir())) == 1  # only one trial ran again
+
+
+def test_scheduler_phases_can_be_counted_in_updates(tmp_path):
+    spec = write(tmp_path / "spec.yaml", """
+        name: units
+        agent: ppo
+        env: CartPole-v1
+        fixed: {num_envs: 4, num_steps: 32, hidden_size: 32}
+        budget_steps: 10240
+        search_space:
+          learning_rate: {type: float, low: 1.0e-6, high: 3.0e-3, scale: log}
+        trials: 6
+        parallel: 2
+        sampler: {name: random, seed: 1}
+        scheduler: {name: asha, unit: updates, min_steps: 10, reduction_factor: 2}
+    """)
+    out = tmp_path / "study"
+    assert main(["tune", str(spec), "--out", str(out), "--eval-episodes", "0"]) == 0
+    pruned = [r for r in rows(out) if r["state"] == "PRUNED"]
+    # 10 updates of 4 x 32 steps = 1280 env steps: every stop lands on a rung in updates
+    assert pruned and all(int(r["steps"]) % 1280 == 0 for r in pruned)
+
+
+def test_unknown_scheduler_unit_is_a_usage_error(tmp_path, capsys):
+    spec = write(tmp_path / "spec.yaml", PPO_SPEC + "    scheduler: {name: asha, unit: fortnights}\n")
+    with pytest.raises(SystemExit) as exc:
+        main(["tune", str(spec), "--out", str(tmp_path / "study")])
+    assert exc.value.code == 2 and "scheduler.unit" in capsys.readouterr().err

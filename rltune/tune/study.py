@@ -132,10 +132,30 @@ def trial_budget(spec: StudySpec) -> int:
     return from_dict(get_agent(spec.agent).Config, base_config(spec)).total_steps
 
 
+SCHEDULER_UNITS = ("steps", "updates")
+
+
+def steps_per_unit(spec: StudySpec) -> int:
+    """Env steps in one unit of the scheduler's rungs/phases (`scheduler: {unit: updates}`)."""
+    unit = spec.scheduler.params.get("unit", "steps")
+    if unit not in SCHEDULER_UNITS:
+        raise UsageError("scheduler.unit", f"must be one of {', '.join(SCHEDULER_UNITS)}; got {unit!r}")
+    if unit == "steps":
+        return 1
+    if spec.agent is None:
+        raise UsageError("scheduler.unit", "updates are known only for built-in agents; an external "
+                         "trainer's unit is the step it reports (use unit: steps)")
+    from rltune.agents import get_agent
+    from rltune.config import from_dict
+
+    return from_dict(get_agent(spec.agent).Config, base_config(spec)).steps_per_update
+
+
 def make_scheduler_for(spec: StudySpec):
     from rltune.schedulers import default_early_stopping, make_scheduler
 
-    budget = trial_budget(spec)
+    budget = trial_budget(spec) // steps_per_unit(spec)
+    params = {k: v for k, v in spec.scheduler.params.items() if k != "unit"}
     if spec.scheduler.name == "fifo" and spec.early_stopping:
         if budget <= 0:
             raise UsageError("budget_steps", "early stopping of external trials needs budget_steps "
@@ -145,7 +165,7 @@ def make_scheduler_for(spec: StudySpec):
         raise UsageError("budget_steps", f"scheduler {spec.scheduler.name!r} needs budget_steps for "
                          "external trials")
     return make_scheduler(spec.scheduler.name, goal=spec.goal, max_steps=max(budget, 1),
-                          num_trials=spec.num_trials, **spec.scheduler.params)
+                          num_trials=spec.num_trials, **params)
 
 
 def auto_size(spec: StudySpec) -> int:
@@ -194,7 +214,11 @@ class StudyDriver:
         self.eval_episodes = eval_episodes
         self.on_event = on_event or (lambda kind, data: None)
         self.scheduler = make_scheduler_for(spec)
+        # rung/phase boundaries in the scheduler's unit, and the env steps where trials must report
+        self.unit_steps = steps_per_unit(spec)
+        self.budget_units = (trial_budget(spec) // self.unit_steps) or 1 << 62
         self.boundaries = tuple(self.scheduler.boundaries()) if spec.scheduler.name != "fifo" or spec.early_stopping else ()
+        self.report_steps = tuple(b * self.unit_steps for b in self.boundaries)
         self.records: dict[int, TrialRecord] = {}
         self.running: dict[int, _Running] = {}
         self.paused: dict[int, _Running] = {}
@@ -366,7 +390,7 @@ class StudyDriver:
         return TrialTask(trial_id=record.number, trial_dir=str(self.study_dir / "trials" / str(record.number)),
                          params=record.params, agent=self.spec.agent,
                          config={**base_config(self.spec), **record.params}, command=self.spec.command,
-                         metric=self.spec.metric, goal=self.spec.goal, report_steps=self.boundaries,
+                         metric=self.spec.metric, goal=self.spec.goal, report_steps=self.report_steps,
                          eval_episodes=self.eval_episodes, resume=resume)
 
     def _settle_paused(self, study) -> None:
@@ -448,8 +472,9 @@ class StudyDriver:
         if self.spec.stop.get("metric_threshold") is not None and _reaches(value, self.spec):
             self.threshold_reached = True
         decision = "continue"
+        progress = step // self.unit_steps
         for boundary in self.boundaries:
-            if boundary <= step and boundary not in run.reported_boundaries and boundary < self._budget():
+            if boundary <= progress and boundary not in run.reported_boundaries and boundary < self.budget_units:
                 run.reported_boundaries.add(boundary)
                 decision = self.scheduler.on_report(run.record.number, boundary, value)
                 if decision != "continue":
@@ -461,9 +486,6 @@ class StudyDriver:
             run.pausing = True  # the runner stops here with its checkpoint; resumed if it wins
             return "stop"
         return decision
-
-    def _budget(self) -> int:
-        return trial_budget(self.spec) or 1 << 62
 
     def _finish(self, study, run: _Running, state: str, *, value=None, step=None, wall_time=None,
                 eval_mean=None, reason=None) -> None:
