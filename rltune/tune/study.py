@@ -24,7 +24,7 @@ import queue
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 import yaml
@@ -204,7 +204,7 @@ def storage_url(spec: StudySpec, study_dir: Path, override: str | None) -> str:
 # ---------------------------------------------------------------- the driver
 class StudyDriver:
     def __init__(self, spec: StudySpec, study_dir: Path, *, storage: str | None = None, resume: bool = False,
-                 live: bool = False, eval_episodes: int = 10, on_event: Callable[[str, Any], None] | None = None,
+                 live: bool = False, eval_episodes: int = 10,
                  population_size: int | None = None):
         self.spec = spec
         self.study_dir = Path(study_dir)
@@ -212,17 +212,16 @@ class StudyDriver:
         self.resume = resume
         self.live = live
         self.eval_episodes = eval_episodes
-        self.on_event = on_event or (lambda kind, data: None)
         self.scheduler = make_scheduler_for(spec)
         # rung/phase boundaries in the scheduler's unit, and the env steps where trials must report
         self.unit_steps = steps_per_unit(spec)
         self.budget_units = (trial_budget(spec) // self.unit_steps) or 1 << 62
-        self.boundaries = tuple(self.scheduler.boundaries()) if spec.scheduler.name != "fifo" or spec.early_stopping else ()
+        self.boundaries = tuple(self.scheduler.boundaries())
         self.report_steps = tuple(b * self.unit_steps for b in self.boundaries)
         self.records: dict[int, TrialRecord] = {}
         self.running: dict[int, _Running] = {}
-        self.paused: dict[int, _Running] = {}
-        self._pending_reports: list = []  # intermediate values not yet in storage  # waiting at a barrier (successive halving, hyperband)
+        self.paused: dict[int, _Running] = {}  # waiting at a barrier (successive halving, hyperband)
+        self._pending_reports: list = []  # intermediate values not yet in storage
         self._ctx = mp.get_context("spawn")
         self._outbox = self._ctx.Queue()
         self._workers: dict[int, tuple[Any, Any]] = {}  # worker id -> (process, inbox)
@@ -384,7 +383,6 @@ class StudyDriver:
             self.records[trial.number] = record
             self.running[trial.number] = _Running(trial, record, wid)
             self._workers[wid][1].put(self._task(record))
-            self.on_event("started", record)
 
     def _task(self, record: TrialRecord, resume: bool = False) -> TrialTask:
         return TrialTask(trial_id=record.number, trial_dir=str(self.study_dir / "trials" / str(record.number)),
@@ -511,7 +509,6 @@ class StudyDriver:
         self.scheduler.on_complete(rec.number)
         del self.running[rec.number]
         self._write_table()
-        self.on_event("finished", rec)
 
     def _check_dead_workers(self, study) -> None:
         for wid, (proc, _) in list(self._workers.items()):
