@@ -230,19 +230,25 @@ def run_sb3_optuna(args, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     journal, name = str(out / "optuna.journal"), "sb3-ppo-cartpole"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    start, cpu0 = time.perf_counter(), cpu_seconds()
-    optuna.create_study(study_name=name, storage=_journal(journal), direction="maximize")
-    ctx = mp.get_context("spawn")
-    shares = [args.trials // args.parallel + (i < args.trials % args.parallel) for i in range(args.parallel)]
-    procs = [ctx.Process(target=_optuna_process, args=(journal, name, args.seed + i, n, args.steps,
-                                                       args.eval_episodes, str(out), args.peer_timeout))
-             for i, n in enumerate(shares) if n > 0]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join()
-    wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
+    reused = args.reuse_study and os.path.exists(journal)
+    if not reused:
+        start, cpu0 = time.perf_counter(), cpu_seconds()
+        optuna.create_study(study_name=name, storage=_journal(journal), direction="maximize")
+        ctx = mp.get_context("spawn")
+        shares = [args.trials // args.parallel + (i < args.trials % args.parallel) for i in range(args.parallel)]
+        procs = [ctx.Process(target=_optuna_process, args=(journal, name, args.seed + i, n, args.steps,
+                                                           args.eval_episodes, str(out), args.peer_timeout))
+                 for i, n in enumerate(shares) if n > 0]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
     study = optuna.load_study(study_name=name, storage=_journal(journal))
+    if reused:  # the study ran before: its wall time from the trials' own timestamps, no CPU figure
+        finished = [t for t in study.trials if t.datetime_complete is not None]
+        wall = (max(t.datetime_complete for t in finished) - min(t.datetime_start for t in study.trials)).total_seconds()
+        cpu = None
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     trials = [{"number": t.number, "params": t.params, "value": t.value, "eval_mean": t.user_attrs["eval_mean"],
                "wall_time": t.user_attrs["wall_time"], "cpu_s": t.user_attrs.get("cpu_s")} for t in done]
@@ -282,7 +288,11 @@ def run_ray_tune(args, out: Path) -> dict:
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     out.mkdir(parents=True, exist_ok=True)
-    start, cpu0 = time.perf_counter(), cpu_seconds()
+    # Ray starts its workers at niceness 15 (its `worker_niceness` default): on a machine shared with
+    # other jobs they would then get a small share of the CPU. Trials run at normal priority here,
+    # like every other peer's.
+    os.environ.setdefault("RAY_worker_niceness", "0")
+    start = time.perf_counter()
     ray.init(num_cpus=args.parallel, include_dashboard=False, log_to_driver=True,
              logging_level="warning", configure_logging=True)
     init_s = time.perf_counter() - start
@@ -301,7 +311,7 @@ def run_ray_tune(args, out: Path) -> dict:
                                     time_budget_s=args.peer_timeout),
         run_config=run_config_cls(name="ray-sb3", storage_path=str((out / "ray_results").resolve()), verbose=0))
     grid = tuner.fit()
-    wall, fit_cpu = time.perf_counter() - start, cpu_seconds()
+    wall = time.perf_counter() - start
     done = [r for r in grid if r.error is None and r.metrics and "reward" in r.metrics]
     trials = [{"number": i, "params": {k: r.config[k] for k in SPACE}, "value": r.metrics["reward"],
                "eval_mean": r.metrics["eval_mean"], "wall_time": r.metrics["trial_wall_time"],
@@ -315,10 +325,10 @@ def run_ray_tune(args, out: Path) -> dict:
         row["best"] = {"number": None, "params": {k: best.config[k] for k in SPACE},
                        "value": best.metrics["reward"], "eval_mean_in_trial": best.metrics["eval_mean"],
                        "eval": evaluate(lambda obs: model.predict(obs, deterministic=True)[0], args.best_episodes)}
-    eval_cpu = cpu_seconds() - fit_cpu
     ray.shutdown()
-    # Ray's processes are counted once shut down and reaped (the driver's best-trial evaluation is not).
-    row["cpu_s"] = cpu_seconds() - cpu0 - eval_cpu
+    # getrusage does not see Ray's worker processes (children of the raylet, never reaped into the
+    # driver's account), so no study CPU figure: the table shows the trials' own CPU time instead.
+    row["cpu_s"] = None
     return row
 
 
@@ -343,7 +353,7 @@ def run_peer(peer: str, args, out: Path) -> dict:
     cmd = [args.bench_python, str(Path(__file__).resolve()), "--worker", peer, "--result", str(result),
            "--out", str(out / f"peer_{peer}"), "--trials", str(args.trials), "--steps", str(args.steps),
            "--parallel", str(args.parallel), "--seed", str(args.seed), "--eval-episodes", str(args.eval_episodes),
-           "--best-episodes", str(args.best_episodes)]
+           "--best-episodes", str(args.best_episodes)] + (["--reuse-study"] if args.reuse_study else [])
     if args.peer_timeout:
         cmd += ["--peer-timeout", str(args.peer_timeout)]
     proc = subprocess.run(cmd)
@@ -383,7 +393,8 @@ def print_table(rows: list[dict], args) -> None:
         wall = f"{r['wall_s']:.1f} s"
         if r["partial"]:
             wall += f" ({r['trials_done']}/{r['trials_planned']} trials; extrapolated {r['wall_full_s']:.0f} s)"
-        cpu = f"{r['cpu_s']:.0f} s" if r.get("cpu_s") is not None else "-"
+        cpu = f"{r['cpu_s']:.0f} s" if r.get("cpu_s") is not None else \
+            f">= {r['trial_cpu_sum_s']:.0f} s (trials only)" if r.get("trial_cpu_sum_s") else "-"
         best = r.get("best")
         print(f"| {r['peer']} | {wall} | {cpu} | {r['trials_per_hour']:.0f} | {r['trial_wall_mean_s']:.1f} s | "
               f"{r['solved']}/{r['trials_done']} | {best['value']:.1f} | "
@@ -396,9 +407,11 @@ def print_table(rows: list[dict], args) -> None:
                 continue
             ratio = r["wall_full_s"] / ref["wall_full_s"]
             note = " (extrapolated from the completed trials)" if r["partial"] or ref["partial"] else ""
-            cpu = ""
+            cpu, scale = "", r["trials_planned"] / max(r["trials_done"], 1)
             if ref.get("cpu_s") and r.get("cpu_s"):
-                cpu = f" ({r['cpu_s'] * r['trials_planned'] / max(r['trials_done'], 1) / ref['cpu_s']:.1f}x less CPU time)"
+                cpu = f" ({r['cpu_s'] * scale / ref['cpu_s']:.1f}x less CPU time)"
+            elif ref.get("cpu_s") and r.get("trial_cpu_sum_s"):
+                cpu = f" (>= {r['trial_cpu_sum_s'] * scale / ref['cpu_s']:.1f}x less CPU time, counting its trials only)"
             print(f"rltune population is {ratio:.1f}x faster than {r['peer']} for the same budget{note}{cpu}, "
                   f"best return {ref['best']['eval']['mean']:.1f} vs {r['best']['eval']['mean']:.1f}")
         b = ref["best"]
@@ -459,6 +472,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scaling", action="store_true", help="run the population-size scaling figure instead")
     parser.add_argument("--scaling-trials", type=int, default=64)
     parser.add_argument("--sizes", default="1,4,16,64")
+    parser.add_argument("--reuse-study", action="store_true",
+                        help="(c): rebuild the row from the Optuna journal already under --out (wall time from "
+                        "the trials' timestamps) instead of running the study again")
     parser.add_argument("--table", default=None, help="print the table of rows saved with --json, run nothing")
     parser.add_argument("--worker", choices=("c", "d"), help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
