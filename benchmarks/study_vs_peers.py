@@ -356,7 +356,7 @@ def run_peer(peer: str, args, out: Path) -> dict:
            "--best-episodes", str(args.best_episodes)] + (["--reuse-study"] if args.reuse_study else [])
     if args.peer_timeout:
         cmd += ["--peer-timeout", str(args.peer_timeout)]
-    proc = subprocess.run(cmd)
+    proc = subprocess.run(cmd, check=False)
     if proc.returncode != 0 or not result.exists():
         return {"peer": PEER_NAMES[peer], "error": f"{' '.join(cmd[:2])} ... exited {proc.returncode}"}
     return json.loads(result.read_text())
