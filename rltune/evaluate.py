@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rltune.envs import GYMNASIUM_TWIN, make_gymnax, resolve_backend
+from rltune.envs import GYMNASIUM_TWIN, make_gymnax
 
 
 @dataclass(frozen=True)
@@ -50,11 +50,9 @@ def evaluate(act: Callable, env_id: str, backend: str, episodes: int, seed: int 
 
 
 def _evaluate_gymnasium(act, env_id, episodes, seed, max_parallel) -> EvalResult:
-    import gymnasium
-
-    resolve_backend(env_id, "gymnasium")  # registers ALE ids when ale-py is there
+    from rltune.envs.gym_vec import make_env
     n = min(episodes, max_parallel)
-    envs = [gymnasium.make(env_id) for _ in range(n)]
+    envs = [make_env(env_id) for _ in range(n)]  # wrapped as trained
     # Episode i runs on env i % n, so every env has a fixed quota and no episode is cut short.
     quota = [len(range(i, episodes, n)) for i in range(n)]
     next_episode = list(range(n))

@@ -28,7 +28,8 @@ import numpy as np
 from flax import struct
 
 from rltune import replay as rb
-from rltune.agents.episodes import WINDOW, EpisodeStats, init_episode_stats, record_step, window_mean
+from rltune.agents.episodes import (EpisodeStats, init_episode_stats, record_step, record_step_np,
+                                   window_mean)
 from rltune.config import CommonConfig, param, traced_fields
 from rltune.envs import EnvInfo, env_info, make_gymnax
 from rltune.envs import gym_vec
@@ -271,22 +272,6 @@ def _host_fns(make_algo, config, info: EnvInfo) -> _HostFns:
     return _HostFns(act, learn, sync, metrics, algo)
 
 
-def _record_np(stats: EpisodeStats, reward, done) -> EpisodeStats:
-    """numpy twin of episodes.record_step (same ring-buffer order)."""
-    ep_return = stats.running_return + reward
-    ep_length = stats.running_length + 1
-    returns, lengths, count = stats.returns, stats.lengths, int(stats.count)
-    if done.any():
-        returns, lengths = returns.copy(), lengths.copy()
-        for i in np.flatnonzero(done):
-            returns[count % WINDOW] = ep_return[i]
-            lengths[count % WINDOW] = ep_length[i]
-            count += 1
-    return EpisodeStats(running_return=np.where(done, 0.0, ep_return).astype(np.float32),
-                        running_length=np.where(done, 0, ep_length).astype(np.int32),
-                        returns=returns, lengths=lengths, count=np.asarray(count, np.int32))
-
-
 def _segment_host(make_algo, config, info: EnvInfo, hp, state: OffPolicyState, num_updates: int):
     fns = _host_fns(make_algo, config, info)
     algo = fns.algo
@@ -302,7 +287,7 @@ def _segment_host(make_algo, config, info: EnvInfo, hp, state: OffPolicyState, n
         action = np.asarray(action)
         out = venv.step(action)
         replay = rb.add_np(replay, obs, action, out.train_reward, out.final_obs, out.train_terminated)
-        episodes = _record_np(episodes, out.reward, out.terminated | out.truncated)
+        episodes = record_step_np(episodes, out.reward, out.terminated | out.truncated)
         steps_before, update, env_steps = env_steps, update + 1, env_steps + config.num_envs
         if update % config.train_freq == 0 and int(replay.size) >= config.learning_starts:
             batch = rb.sample_np(replay, np_rng, n_sample)

@@ -94,9 +94,9 @@ def env_info(env_id: str, backend: str = "auto") -> EnvInfo:
         obs_space = env.observation_space(params)
         act_space = env.action_space(params)
         return _info(env_id, backend, obs_space, act_space)
-    import gymnasium
+    from rltune.envs.gym_vec import make_env
 
-    env = gymnasium.make(env_id)
+    env = make_env(env_id)  # wrapped as trained (Atari: 84x84 grayscale frame stack)
     try:
         return _info(env_id, backend, env.observation_space, env.action_space)
     finally:
