@@ -63,6 +63,19 @@ def traced_fields(cls) -> list[str]:
     return [f.name for f in dataclasses.fields(cls) if not f.metadata.get("static")]
 
 
+def split_traced(config, also_reset: tuple[str, ...] = ()):
+    """(static part, traced values): the static part has every traced field (and `also_reset`)
+    set to its default, so configs of equal shapes share one compiled program; the traced
+    values are float32 arrays, which the caller may vmap over."""
+    import jax.numpy as jnp
+
+    names = traced_fields(type(config))
+    hp = {n: jnp.asarray(getattr(config, n), jnp.float32) for n in names}
+    reset = set(names) | set(also_reset)
+    defaults = {f.name: f.default for f in dataclasses.fields(config) if f.name in reset}
+    return dataclasses.replace(config, **defaults), hp
+
+
 def _coerce(name: str, kind: type, value: Any) -> Any:
     """Convert a YAML/Python value to the field's type, or raise UsageError naming the field."""
     if kind is bool:

@@ -30,7 +30,7 @@ from flax import struct
 from rltune import replay as rb
 from rltune.agents.episodes import (EpisodeStats, init_episode_stats, record_step, record_step_np,
                                    window_mean)
-from rltune.config import CommonConfig, param, traced_fields
+from rltune.config import CommonConfig, param, split_traced
 from rltune.envs import EnvInfo, env_info, make_gymnax
 from rltune.envs import gym_vec
 from rltune.errors import UsageError
@@ -102,11 +102,7 @@ class OffPolicyState:
 # ---------------------------------------------------------------- static / traced split
 def split_config(config) -> tuple[Any, dict[str, jnp.ndarray]]:
     """Static part (traced fields reset to defaults: one compile per shape) and traced scalars."""
-    cls = type(config)
-    names = traced_fields(cls)
-    hp = {n: jnp.asarray(getattr(config, n), jnp.float32) for n in names}
-    defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.name in names}
-    return dataclasses.replace(config, **defaults), hp
+    return split_traced(config)
 
 
 def agent_info(config) -> EnvInfo:

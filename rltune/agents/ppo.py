@@ -8,7 +8,6 @@ compiled program, and a population can vmap over them.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from dataclasses import dataclass
 from functools import partial
@@ -22,7 +21,7 @@ from flax import struct
 
 from rltune.agents.episodes import (EpisodeStats, init_episode_stats, record_step, record_step_np,
                                    window_mean)
-from rltune.config import CommonConfig, param, traced_fields
+from rltune.config import CommonConfig, param, split_traced
 from rltune.envs import EnvInfo, env_info, make_gymnax
 from rltune.errors import UsageError
 from rltune.networks import ActorCritic
@@ -100,11 +99,8 @@ class Transition(NamedTuple):
 def split_config(config: PPOConfig) -> tuple[PPOConfig, dict[str, jnp.ndarray]]:
     """Static part (traced fields reset to defaults, so equal shapes hit one compile cache entry)
     and the traced hyperparameters as float32 arrays."""
-    names = traced_fields(PPOConfig)
-    hp = {n: jnp.asarray(getattr(config, n), jnp.float32) for n in names}
     # The seed only feeds `init` (through its rng argument), so it is no part of the program either.
-    defaults = {f.name: f.default for f in dataclasses.fields(PPOConfig) if f.name in names or f.name == "seed"}
-    return dataclasses.replace(config, **defaults), hp
+    return split_traced(config, also_reset=("seed",))
 
 
 def make_network(config: PPOConfig, info: EnvInfo) -> ActorCritic:
@@ -165,27 +161,27 @@ def init(config: PPOConfig, rng=None) -> PPOState:
     from rltune.envs.gym_vec import VecEnv
 
     venv = VecEnv(config.env, config.num_envs, config.seed)
-    params, opt_state, rng = _init_learner_jit(static, info, rng, hp)
+    rng, k_net = jax.random.split(rng)
+    params, opt_state = _init_learner_jit(static, info, k_net, hp)
     return PPOState(params=params, opt_state=opt_state, env_state=jnp.zeros(()), obs=jnp.asarray(venv.obs),
                     rng=rng, episodes=init_episode_stats(config.num_envs), update=jnp.zeros((), jnp.int32),
                     env_steps=jnp.zeros((), jnp.int32), host=venv)
 
 
-@partial(jax.jit, static_argnums=(0, 1))
-def _init_learner_jit(config: PPOConfig, info: EnvInfo, rng, hp):
-    network = make_network(config, info)
-    rng, k_net = jax.random.split(rng)
-    params = network.init(k_net, jnp.zeros(info.obs_shape, jnp.float32))
-    return params, _optimizer(hp).init(params), rng
+def _init_learner(config: PPOConfig, info: EnvInfo, key, hp):
+    """Network parameters and optimizer state: shared by both paths' init."""
+    params = make_network(config, info).init(key, jnp.zeros(info.obs_shape, jnp.float32))
+    return params, _optimizer(hp).init(params)
+
+
+_init_learner_jit = jax.jit(_init_learner, static_argnums=(0, 1))
 
 
 @partial(jax.jit, static_argnums=(0, 1))
 def _init_jit(config: PPOConfig, info: EnvInfo, rng, hp) -> PPOState:
     env, env_params = make_gymnax(config.env)
-    network = make_network(config, info)
     rng, k_net, k_env = jax.random.split(rng, 3)
-    params = network.init(k_net, jnp.zeros(info.obs_shape, jnp.float32))
-    opt_state = _optimizer(hp).init(params)
+    params, opt_state = _init_learner(config, info, k_net, hp)
     obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_env, config.num_envs), env_params)
     return PPOState(params=params, opt_state=opt_state, env_state=env_state,
                     obs=obs.astype(jnp.float32), rng=rng,
