@@ -123,13 +123,18 @@ def base_config(spec: StudySpec) -> dict[str, Any]:
     return base
 
 
-def trial_budget(spec: StudySpec) -> int:
-    if spec.agent is None:
-        return int(spec.budget_steps or 0)
+def agent_config(spec: StudySpec, params: dict[str, Any] | None = None):
+    """The built-in agent's config for this study: fixed settings, env, budget, then `params`."""
     from rltune.agents import get_agent
     from rltune.config import from_dict
 
-    return from_dict(get_agent(spec.agent).Config, base_config(spec)).total_steps
+    return from_dict(get_agent(spec.agent).Config, {**base_config(spec), **(params or {})})
+
+
+def trial_budget(spec: StudySpec) -> int:
+    if spec.agent is None:
+        return int(spec.budget_steps or 0)
+    return agent_config(spec).total_steps
 
 
 SCHEDULER_UNITS = ("steps", "updates")
@@ -145,10 +150,7 @@ def steps_per_unit(spec: StudySpec) -> int:
     if spec.agent is None:
         raise UsageError("scheduler.unit", "updates are known only for built-in agents; an external "
                          "trainer's unit is the step it reports (use unit: steps)")
-    from rltune.agents import get_agent
-    from rltune.config import from_dict
-
-    return from_dict(get_agent(spec.agent).Config, base_config(spec)).steps_per_update
+    return agent_config(spec).steps_per_update
 
 
 def make_scheduler_for(spec: StudySpec):
@@ -169,12 +171,9 @@ def make_scheduler_for(spec: StudySpec):
 
 
 def auto_size(spec: StudySpec) -> int:
-    from rltune.agents import get_agent
-    from rltune.config import from_dict
     from rltune.tune.population import auto_population_size
 
-    config = from_dict(get_agent(spec.agent).Config, base_config(spec))
-    return auto_population_size(spec.agent, config, spec.num_trials)
+    return auto_population_size(spec.agent, agent_config(spec), spec.num_trials)
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
@@ -615,10 +614,9 @@ def write_trials_csv(path: Path, records: list[TrialRecord], spec: StudySpec) ->
 
 def write_best_config(path: Path, spec: StudySpec, best: TrialRecord) -> None:
     if spec.agent is not None:
-        from rltune.agents import get_agent
-        from rltune.config import from_dict, to_dict
+        from rltune.config import to_dict
 
-        config = from_dict(get_agent(spec.agent).Config, {**base_config(spec), **best.params})
+        config = agent_config(spec, best.params)
         data = {"agent": spec.agent, **to_dict(config)}
     else:
         data = dict(best.params)
