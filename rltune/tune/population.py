@@ -223,7 +223,6 @@ def _admit_pending(population: Population, pending, worker_id: int, outbox) -> N
 
 def _run_segment(population: Population, worker_id: int, outbox, decisions, receive) -> None:
     from rltune.runner import TrialDiverged
-    from rltune.tune.worker import metric_value
 
     host_states, host_metrics, n, seconds = population.step()
     waiting = []
@@ -239,7 +238,7 @@ def _run_segment(population: Population, worker_id: int, outbox, decisions, rece
             outbox.put(("failed", worker_id, trial, f"diverged: {exc}"))
             continue
         if int(state.update) >= member.config.num_updates:
-            _finish(population, slot, state, "completed", worker_id, outbox, metric_value)
+            _finish(population, slot, state, "completed", worker_id, outbox)
             continue
         reward = member.recorder.reward
         outbox.put(("report", worker_id, trial, int(state.env_steps), reward if reward is not None else -math.inf))
@@ -249,10 +248,12 @@ def _run_segment(population: Population, worker_id: int, outbox, decisions, rece
             raise SystemExit(0)
     for slot, trial, state in waiting:
         if decisions.pop(trial) == "stop":
-            _finish(population, slot, state, "stopped", worker_id, outbox, metric_value)
+            _finish(population, slot, state, "stopped", worker_id, outbox)
 
 
-def _finish(population: Population, slot: int, state, status: str, worker_id: int, outbox, metric_value) -> None:
+def _finish(population: Population, slot: int, state, status: str, worker_id: int, outbox) -> None:
+    from rltune.tune.worker import result_message, trial_result
+
     member = population.members.pop(slot)
     task = member.task
     try:
@@ -260,10 +261,4 @@ def _finish(population: Population, slot: int, state, status: str, worker_id: in
     except Exception as exc:
         outbox.put(("failed", worker_id, task.trial_id, f"{type(exc).__name__}: {exc}"))
         return
-    value = metric_value(summary, task.metric)
-    if value is None or not math.isfinite(value):
-        outbox.put(("failed", worker_id, task.trial_id, f"metric {task.metric!r} is {value} (no finished episode?)"))
-        return
-    outbox.put(("done", worker_id, task.trial_id,
-                {"status": summary["status"], "value": value, "step": summary["env_steps"],
-                 "wall_time": summary["wall_time"], "eval_mean": summary.get("eval", {}).get("mean")}))
+    outbox.put(result_message(worker_id, task.trial_id, trial_result(summary, task.metric)))

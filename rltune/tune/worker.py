@@ -60,10 +60,7 @@ def worker_main(worker_id: int, inbox, outbox) -> None:
             (Path(task.trial_dir) / "error.txt").write_text(traceback.format_exc())
             outbox.put(("failed", worker_id, task.trial_id, f"{type(exc).__name__}: {exc}"))
             continue
-        if result["status"] == "failed":
-            outbox.put(("failed", worker_id, task.trial_id, result["reason"]))
-        else:
-            outbox.put(("done", worker_id, task.trial_id, result))
+        outbox.put(result_message(worker_id, task.trial_id, result))
 
 
 def run_task(task: TrialTask, report) -> dict[str, Any]:
@@ -85,11 +82,22 @@ def _run_builtin(task: TrialTask, report) -> dict[str, Any]:
         summary = train(task.agent, config, task.trial_dir, options=options, report=report, resume=task.resume)
     except TrialDiverged as exc:
         return {"status": "failed", "reason": f"diverged: {exc}"}
-    value = metric_value(summary, task.metric)
+    return trial_result(summary, task.metric)
+
+
+def trial_result(summary: dict, metric: str) -> dict[str, Any]:
+    """A run's summary as the driver's trial result (failed when the metric is missing or NaN)."""
+    value = metric_value(summary, metric)
     if value is None or not math.isfinite(value):
-        return {"status": "failed", "reason": f"metric {task.metric!r} is {value} (no finished episode?)"}
+        return {"status": "failed", "reason": f"metric {metric!r} is {value} (no finished episode?)"}
     return {"status": summary["status"], "value": value, "step": summary["env_steps"],
             "wall_time": summary["wall_time"], "eval_mean": summary.get("eval", {}).get("mean")}
+
+
+def result_message(worker_id: int, trial_id: int, result: dict[str, Any]) -> tuple:
+    if result["status"] == "failed":
+        return ("failed", worker_id, trial_id, result["reason"])
+    return ("done", worker_id, trial_id, result)
 
 
 def metric_value(summary: dict, metric: str) -> float | None:
