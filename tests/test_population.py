@@ -11,8 +11,8 @@ from rltune.agents import ppo
 from rltune.cli import main
 from rltune.config import from_dict
 from rltune.runner import TrialRecorder
-from rltune.tune.population import Member, Population, _run_segment, _set_slot
-from rltune.tune.worker import TrialTask
+from rltune.tune.executors.population import Member, Population, _run_segment, _set_slot
+from rltune.tune.executors.base import TrialTask
 
 TINY = {"num_envs": 4, "num_steps": 16, "num_minibatches": 2, "update_epochs": 2, "hidden_size": 16,
         "total_steps": 64 * 8, "env": "CartPole-v1"}

@@ -25,8 +25,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", help="Override the sampler: random, grid, tpe, gp, cmaes, qmc.")
     p.add_argument("--seed", type=int, help="Sampler seed.")
     p.add_argument("--budget-steps", type=int, help="Env steps per trial (overrides the spec).")
-    p.add_argument("--executor", choices=("local", "population"),
-                   help="local: one process per parallel trial; population: trials vmapped in one process.")
+    from rltune.tune.executors.base import EXECUTORS
+
+    p.add_argument("--executor", choices=tuple(EXECUTORS),
+                   help="; ".join(f"{name}: {help_}" for name, (_, _, help_) in EXECUTORS.items()) + ".")
+    p.add_argument("--address", help="Ray cluster address for --executor ray: auto or HOST:PORT "
+                   "(default: start a local Ray).")
     p.add_argument("--population-size", type=int,
                    help="Members trained at once by the population executor (default: from memory and trials).")
     p.add_argument("--eval-episodes", type=int, default=10,
@@ -56,11 +60,14 @@ def load(args) -> "StudySpec":  # noqa: F821
         overrides["storage"] = args.storage
     if args.executor:
         overrides["executor"] = args.executor
+    if args.address:
+        overrides["address"] = args.address
     return dataclasses.replace(spec, **overrides) if overrides else spec
 
 
 def run(args) -> int:
-    from rltune.tune.study import StudyDriver, prepare
+    from rltune.tune.driver import StudyDriver
+    from rltune.tune.resolve import prepare
 
     if args.eval_episodes < 0:
         raise UsageError("--eval-episodes", "must be >= 0")

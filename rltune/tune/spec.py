@@ -71,7 +71,8 @@ __all__ = [
 ]
 
 SCHEDULER_NAMES = ("fifo", "median", "asha", "successive_halving", "hyperband", "hypertrick")
-EXECUTORS = ("local", "population", "ray")
+from rltune.tune.executors.base import EXECUTOR_NAMES as EXECUTORS  # noqa: E402  the one registry
+RESOURCE_KEYS = ("cpu", "gpu")
 GOALS = ("maximize", "minimize")
 STOP_KEYS = ("metric_threshold",)
 DEFAULT_COMMAND_METRIC = "training/hptuning/metric"  # the hypertune helper's default tag
@@ -142,7 +143,15 @@ class StudySpec:
     scale_tier: str | None = None
     """Cloud scaleTier, kept as information only."""
     executor: str = "local"
-    """"local" | "population" | "ray"."""
+    """A name in `rltune.tune.executors.base.EXECUTORS`: "local" | "population" | "ray"."""
+    population: bool = False
+    """Ray: each actor trains a vmapped population of trials (executor population is the local form)."""
+    resources: dict[str, float] = field(default_factory=dict)
+    """Ray: resources of one trial (of one population shard), e.g. {"cpu": 1, "gpu": 0.25}."""
+    address: str | None = None
+    """Ray: cluster address ("auto", "HOST:PORT"); None starts a local Ray."""
+    max_failures: int = 2
+    """Ray: times a trial is restarted after its worker died (node lost, actor killed)."""
 
     def __post_init__(self) -> None:
         # Normalise containers (copies, so the caller's objects cannot change the spec).
@@ -150,6 +159,7 @@ class StudySpec:
             object.__setattr__(self, "command", tuple(str(a) for a in self.command))
         object.__setattr__(self, "fixed", dict(self.fixed))
         object.__setattr__(self, "stop", dict(self.stop))
+        object.__setattr__(self, "resources", dict(self.resources))
         _validate_study(self)
 
     @property
@@ -190,6 +200,7 @@ def _validate_study(s: StudySpec) -> None:
             raise UsageError(key, f"must be an integer >= {minimum}, got {value!r}")
     if s.executor not in EXECUTORS:
         raise UsageError("executor", f"unknown executor {s.executor!r}; choose one of {', '.join(EXECUTORS)}")
+    _validate_executor_fields(s)
     check_sampler_options(s.sampler.name, s.sampler.options)
     if s.sampler.name == "grid":
         s.space.grid()  # raises for float ranges, naming the parameter
@@ -207,6 +218,25 @@ def _validate_study(s: StudySpec) -> None:
             raise UsageError(f"fixed.{key}", "must be a config field name")
         if key in s.space.names:
             raise UsageError(f"fixed.{key}", "is also in search_space; keep it in one of the two")
+
+
+def _validate_executor_fields(s: StudySpec) -> None:
+    if not isinstance(s.population, bool):
+        raise UsageError("population", f"must be true or false, got {s.population!r}")
+    if s.population and s.executor == "local":
+        raise UsageError("population", "a local population is `executor: population`; `population: true` "
+                         "is for executor ray")
+    for key, value in s.resources.items():
+        if key not in RESOURCE_KEYS:
+            raise UsageError(f"resources.{key}", f"unknown resource; allowed: {', '.join(RESOURCE_KEYS)}")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            raise UsageError(f"resources.{key}", f"must be a number >= 0, got {value!r}")
+    if s.resources and s.executor != "ray":
+        raise UsageError("resources", "per-trial resources apply to executor ray only")
+    if s.address is not None and s.executor != "ray":
+        raise UsageError("address", "a cluster address applies to executor ray only (add --executor ray)")
+    if not isinstance(s.max_failures, int) or isinstance(s.max_failures, bool) or s.max_failures < 0:
+        raise UsageError("max_failures", f"must be an integer >= 0, got {s.max_failures!r}")
 
 
 def check_runnable(spec: StudySpec) -> None:
@@ -348,7 +378,8 @@ def parse_search_space(data: Any, *, prefix: str = "search_space") -> SearchSpac
 _NATIVE_KEYS = (
     "name", "agent", "command", "env", "fixed", "search_space", "metric", "goal", "trials",
     "parallel", "max_failed_trials", "sampler", "scheduler", "early_stopping", "budget_steps",
-    "stop", "resume_from", "storage", "scale_tier", "executor",
+    "stop", "resume_from", "storage", "scale_tier", "executor", "population", "resources", "address",
+    "max_failures",
 )  # fmt: skip
 
 
@@ -434,6 +465,10 @@ def spec_from_dict(data: Any, *, default_name: str = "study") -> StudySpec:
         storage=_optional(data, "storage", _string),
         scale_tier=_optional(data, "scale_tier", _string),
         executor=_string(data.get("executor", "local"), "executor").lower(),
+        population=data.get("population", False),
+        resources=dict(_mapping(data.get("resources") or {}, "resources")),
+        address=_optional(data, "address", _string),
+        max_failures=_integer(data.get("max_failures", 2), "max_failures", 0),
     )
 
 
@@ -479,6 +514,10 @@ def spec_to_dict(spec: StudySpec) -> dict[str, Any]:
         "storage": spec.storage,
         "scale_tier": spec.scale_tier,
         "executor": spec.executor,
+        "population": spec.population or None,
+        "resources": dict(spec.resources) or None,
+        "address": spec.address,
+        "max_failures": spec.max_failures if spec.max_failures != 2 else None,
     }
     return {k: _plain(v) for k, v in out.items() if v is not None}
 

@@ -20,14 +20,14 @@ import collections
 import functools
 import math
 import os
-import signal
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rltune.tune.worker import TrialTask
+from rltune.tune.executors.base import ExecutorOptions, TrialTask
+from rltune.tune.executors.local import LocalExecutor, detach_from_terminal_signals
 
 SEGMENTS_PER_TRIAL = 20
 
@@ -152,9 +152,21 @@ def _member(tree, slot: int):
     return jax.tree.map(lambda x: x[slot], tree)
 
 
-def population_main(worker_id: int, inbox, outbox, capacity: int) -> None:
-    """Worker process entry: run members until the driver sends None."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+class PopulationExecutor(LocalExecutor):
+    """One worker process holding a population of `population_size` slots."""
+
+    def __init__(self, options: ExecutorOptions):
+        size = options.population_size or auto_population_size(options.agent, options.agent_config,
+                                                                options.num_trials)
+        super().__init__(options, processes=1, slots_per_process=size)
+
+    def _target(self, wid: int, inbox):
+        return population_main, (wid, inbox, self._outbox, self.slots_per_process)
+
+
+def population_main(worker_id: int, inbox, outbox, capacity: int, node: str = "local") -> None:
+    """Worker entry (a process, or a thread in a Ray actor): run members until told to exit."""
+    detach_from_terminal_signals()
     pending: collections.deque[TrialTask] = collections.deque()
     decisions: dict[int, str] = {}
     population: Population | None = None
@@ -184,13 +196,13 @@ def population_main(worker_id: int, inbox, outbox, capacity: int) -> None:
             population = Population(pending[0].agent, capacity)
         if population is None:
             continue
-        _admit_pending(population, pending, worker_id, outbox)
+        _admit_pending(population, pending, worker_id, outbox, node)
         if not population.members:
             continue
         _run_segment(population, worker_id, outbox, decisions, receive)
 
 
-def _admit_pending(population: Population, pending, worker_id: int, outbox) -> None:
+def _admit_pending(population: Population, pending, worker_id: int, outbox, node: str = "local") -> None:
     from rltune.agents import get_agent
     from rltune.config import from_dict
     from rltune.runner import RunOptions, TrialRecorder, _segment_updates, load_last
@@ -204,7 +216,7 @@ def _admit_pending(population: Population, pending, worker_id: int, outbox) -> N
                 pending.appendleft(task)
                 return  # another shape: it waits until this population drains
             slot = population.free_slots()[0]
-            outbox.put(("started", worker_id, task.trial_id, os.getpid()))
+            outbox.put(("started", worker_id, task.trial_id, os.getpid(), node))
             Path(task.trial_dir).mkdir(parents=True, exist_ok=True)
             (Path(task.trial_dir) / "pid").write_text(str(os.getpid()))
             if task.resume:
@@ -252,7 +264,7 @@ def _run_segment(population: Population, worker_id: int, outbox, decisions, rece
 
 
 def _finish(population: Population, slot: int, state, status: str, worker_id: int, outbox) -> None:
-    from rltune.tune.worker import result_message, trial_result
+    from rltune.tune.trial import result_message, trial_result
 
     member = population.members.pop(slot)
     task = member.task

@@ -1,66 +1,16 @@
-"""A long-lived trial worker process.
+"""Running one trial in this process: a built-in agent's training run or an external trainer.
 
-Workers are started with the `spawn` method (JAX must not be forked) and run one trial at a
-time. Keeping them alive across trials keeps JAX imported and compiled programs cached: trials
-that differ only in traced hyperparameters (learning rate, gamma, ...) reuse one compile.
-
-Messages to the driver (shared `outbox`):
-    ("started", worker_id, trial_id, pid)
-    ("report", worker_id, trial_id, step, value)   -> the driver answers "continue"/"stop"/"pause"
-    ("done", worker_id, trial_id, result_dict)
-    ("failed", worker_id, trial_id, reason)
-Messages from the driver (this worker's `inbox`): a TrialTask, ("decision", trial_id, decision),
-or None (exit).
+Every executor's worker calls `run_task(task, report)`; `report(step, value)` sends an
+intermediate value to the driver and returns its decision ("continue" or "stop").
 """
 
 from __future__ import annotations
 
 import math
-import os
-import signal
-import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-@dataclass(frozen=True)
-class TrialTask:
-    trial_id: int
-    trial_dir: str
-    params: dict[str, Any]  # the sampled hyperparameters
-    agent: str | None = None  # built-in agent ...
-    config: dict[str, Any] = field(default_factory=dict)  # ... and its full config
-    command: tuple[str, ...] | None = None  # or an external trainer
-    metric: str = "reward"
-    goal: str = "maximize"
-    report_steps: tuple[int, ...] = ()  # scheduler boundaries (env steps)
-    eval_episodes: int = 10
-    resume: bool = False
-
-
-def worker_main(worker_id: int, inbox, outbox) -> None:
-    # Ctrl-C is the driver's to handle: it records running trials as interrupted and stops us.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    while True:
-        task = inbox.get()
-        if task is None:
-            return
-        outbox.put(("started", worker_id, task.trial_id, os.getpid()))
-        Path(task.trial_dir).mkdir(parents=True, exist_ok=True)
-        (Path(task.trial_dir) / "pid").write_text(str(os.getpid()))
-
-        def report(step: int, value: float, _task=task) -> str:
-            outbox.put(("report", worker_id, _task.trial_id, int(step), float(value)))
-            return inbox.get()[2]  # ("decision", trial_id, "continue" | "stop")
-
-        try:
-            result = run_task(task, report)
-        except Exception as exc:  # a crashing trial fails alone; the worker lives on
-            (Path(task.trial_dir) / "error.txt").write_text(traceback.format_exc())
-            outbox.put(("failed", worker_id, task.trial_id, f"{type(exc).__name__}: {exc}"))
-            continue
-        outbox.put(result_message(worker_id, task.trial_id, result))
+from rltune.tune.executors.base import TrialTask
 
 
 def run_task(task: TrialTask, report) -> dict[str, Any]:
@@ -95,6 +45,7 @@ def trial_result(summary: dict, metric: str) -> dict[str, Any]:
 
 
 def result_message(worker_id: int, trial_id: int, result: dict[str, Any]) -> tuple:
+    """A trial result as a worker-loop message (see executors/base.py)."""
     if result["status"] == "failed":
         return ("failed", worker_id, trial_id, result["reason"])
     return ("done", worker_id, trial_id, result)

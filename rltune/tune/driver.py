@@ -1,0 +1,324 @@
+"""The tuning driver's event loop: sampler -> executor -> scheduler -> storage.
+
+The driver asks the sampler for parameters, submits trials to an executor (local processes, a
+vmapped population, Ray actors), answers every intermediate report with the scheduler's
+decision, and records results through `StudyStorage`, the only writer of the study storage.
+A trial that raises, diverges or whose worker dies is FAILED with its reason, and the study goes
+on until `max_failed_trials`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+
+from rltune.errors import UsageError
+from rltune.tune.executors.base import (Done, ExecutorOptions, Failed, Report, Retried, Started, TrialTask,
+                                        make_executor)
+from rltune.tune.resolve import (agent_config, base_config, make_scheduler_for, steps_per_unit,
+                                 trial_budget)
+from rltune.tune.spec import StudySpec, dump_spec
+from rltune.tune.storage import INTERRUPTED, StudyStorage, storage_url, trial_result_attrs
+from rltune.tune.study import (StudyResult, TrialRecord, best_record, write_best_config, write_summary,
+                               write_trials_csv)
+
+
+@dataclass
+class _Running:
+    optuna_trial: optuna.trial.Trial
+    record: TrialRecord
+    reported_boundaries: set = field(default_factory=set)
+    pausing: bool = False  # the scheduler paused it at a barrier: it stops, keeping its checkpoint
+
+
+class StudyDriver:
+    def __init__(self, spec: StudySpec, study_dir: Path, *, storage: str | None = None, resume: bool = False,
+                 live: bool = False, eval_episodes: int = 10, population_size: int | None = None):
+        self.spec = spec
+        self.study_dir = Path(study_dir)
+        self.storage_url = storage_url(spec, self.study_dir, storage)
+        self.storage = StudyStorage(self.storage_url, spec)
+        self.resume = resume
+        self.live = live
+        self.eval_episodes = eval_episodes
+        self.population_size = population_size
+        self.scheduler = make_scheduler_for(spec)
+        # rung/phase boundaries in the scheduler's unit, and the env steps where trials must report
+        self.unit_steps = steps_per_unit(spec)
+        self.budget_units = (trial_budget(spec) // self.unit_steps) or 1 << 62
+        self.boundaries = tuple(self.scheduler.boundaries())
+        self.report_steps = tuple(b * self.unit_steps for b in self.boundaries)
+        self.records: dict[int, TrialRecord] = {}
+        self.running: dict[int, _Running] = {}
+        self.paused: dict[int, _Running] = {}  # waiting at a barrier (successive halving, hyperband)
+        self.executor = None
+        self.threshold_reached = False
+        self.interrupt_requested = False  # set by Ctrl-C; the loop stops at its next safe point
+        # Optuna's grid sampler repeats points once the grid is used up: cap the trials at its size.
+        self.max_trials = min(spec.num_trials, spec.space.grid_size()) if spec.sampler.name == "grid" \
+            else spec.num_trials
+
+    def executor_options(self) -> ExecutorOptions:
+        s = self.spec
+        return ExecutorOptions(parallel=s.parallel, population_size=self.population_size, address=s.address,
+                               resources=s.resources, max_failures=s.max_failures, agent=s.agent,
+                               num_trials=s.num_trials, population=s.population,
+                               agent_config=agent_config(s) if s.agent else None)
+
+    # ------------------------------------------------------------ main loop
+    def check_fresh(self) -> None:
+        """A new study must not overwrite an old one: checked before anything is written."""
+        if not self.resume and (self.study_dir / "study.db").exists():
+            raise UsageError("--out", f"{self.study_dir} already holds a study; pass --resume to continue "
+                             "it, or choose another --out")
+        own_db = self.storage_url.startswith("sqlite:///" + str(self.study_dir.resolve()))
+        if self.resume and own_db and not (self.study_dir / "study.db").exists():
+            raise UsageError("--resume", f"there is no study to resume in {self.study_dir}")
+
+    def run(self) -> StudyResult:
+        from rltune.tune.samplers import make_sampler
+
+        self.check_fresh()
+        self.study_dir.mkdir(parents=True, exist_ok=True)
+        (self.study_dir / "trials").mkdir(exist_ok=True)
+        dump_spec(self.spec, self.study_dir / "spec.yaml")
+        sampler = make_sampler(self.spec.sampler.name, self.spec.space, self.spec.sampler.seed,
+                               **self.spec.sampler.options)
+        self.storage.open(sampler=sampler, resume=self.resume)
+        self.storage.import_previous()
+        for t in self.storage.recover():
+            self.records[t.number] = _record_from_frozen(t, self.spec)
+        interrupted = False
+        display = None
+        previous_handlers = _catch_interrupt(self)
+        self.executor = make_executor(self.spec.executor, self.executor_options())
+        try:
+            self.executor.start()
+            if self.live:
+                from rltune.tune.study import LiveTable
+
+                display = LiveTable(self)
+            while not self.interrupt_requested:
+                self._launch()
+                if not self.running:
+                    if not self.paused:
+                        break
+                    self._release_stuck_pauses()
+                    continue
+                self._poll(timeout=0.2)
+                if display:
+                    display.refresh()
+            if self.interrupt_requested:
+                interrupted = True
+                self._interrupt()
+        finally:
+            _restore_interrupt(previous_handlers)
+            if display:
+                display.close()
+            self.executor.shutdown(force=interrupted)
+            self._write_outputs()
+        return StudyResult(self.study_dir, self.sorted_records(), self.best(), interrupted)
+
+    def _counted(self) -> int:
+        return sum(1 for r in self.records.values() if r.reason != INTERRUPTED)
+
+    def failures(self) -> int:
+        return sum(1 for r in self.records.values() if r.state == "FAIL" and r.reason != INTERRUPTED)
+
+    def _done_launching(self) -> bool:
+        if self.failures() >= self.spec.failed_trials_limit:
+            return True
+        if self.threshold_reached:
+            return True
+        return self._counted() >= self.max_trials
+
+    def _launch(self) -> None:
+        self._settle_paused()
+        while self.executor.free_slots() and self.paused and self._resume_one():
+            pass
+        while self.executor.free_slots() and not self._done_launching():
+            trial = self.storage.ask()
+            params = self.spec.space.suggest(trial)
+            record = TrialRecord(number=trial.number, params=params)
+            self.records[trial.number] = record
+            self.running[trial.number] = _Running(trial, record)
+            self.executor.submit(self._task(record))
+
+    def trial_dir(self, number: int) -> Path:
+        return (self.study_dir / "trials" / str(number)).resolve()
+
+    def _task(self, record: TrialRecord, resume: bool = False) -> TrialTask:
+        return TrialTask(trial_id=record.number, trial_dir=str(self.trial_dir(record.number)),
+                         params=record.params, agent=self.spec.agent,
+                         config={**base_config(self.spec), **record.params}, command=self.spec.command,
+                         metric=self.spec.metric, goal=self.spec.goal, report_steps=self.report_steps,
+                         eval_episodes=self.eval_episodes, resume=resume)
+
+    def _settle_paused(self) -> None:
+        """Paused trials that lost at their barrier end as PRUNED, keeping their last value."""
+        stopped = set(self.scheduler.stopped())
+        for number in [n for n in self.paused if n in stopped]:
+            run = self.paused.pop(number)
+            self.running[number] = run
+            self._finish(run, "PRUNED")
+
+    def _resume_one(self) -> bool:
+        """Resume one paused trial that won at its barrier, from its last checkpoint."""
+        for number in self.scheduler.resumable():
+            if number in self.paused:
+                run = self.paused.pop(number)
+                run.pausing = False
+                run.record.state = "RUNNING"
+                self.running[number] = run
+                self.executor.submit(self._task(run.record, resume=True))
+                return True
+        return False
+
+    def _release_stuck_pauses(self) -> None:
+        """Nothing runs and no barrier can resolve (fewer trials than a rung needs): the paused
+        trials keep what they reached, as PRUNED."""
+        self._settle_paused()
+        if self.running or not self.paused or self.scheduler.resumable():
+            return
+        for number in list(self.paused):
+            run = self.paused.pop(number)
+            self.running[number] = run
+            self.scheduler.on_complete(number)
+            self._finish(run, "PRUNED")
+
+    def _poll(self, timeout: float) -> None:
+        events = self.executor.events(0 if self.storage.has_pending else timeout)
+        if not events:
+            self.storage.flush()
+        for event in events:
+            self._handle(event)
+
+    def _handle(self, event) -> None:
+        run = self.running.get(event.trial_id)
+        if run is None:
+            return
+        if isinstance(event, Report):
+            self.executor.decide(event.trial_id, self._decide(run, event.step, event.value))
+        elif isinstance(event, Started):
+            run.record.node = event.node
+        elif isinstance(event, Retried):
+            run.record.retries.append(f"{event.reason} (attempt {event.attempt}, "
+                                      f"{'from checkpoint' if event.from_checkpoint else 'restarted'})")
+        elif isinstance(event, Done) and run.pausing:
+            del self.running[event.trial_id]
+            run.record.state = "PAUSED"
+            self.paused[event.trial_id] = run
+        elif isinstance(event, Done):
+            self._finish(run, "PRUNED" if event.status == "stopped" else "COMPLETE", value=event.value,
+                         step=event.step, wall_time=event.wall_time, eval_mean=event.eval_mean)
+        elif isinstance(event, Failed):
+            self._finish(run, "FAIL", reason=event.reason)
+
+    def _decide(self, run: _Running, step: int, value: float) -> str:
+        """Record an intermediate value; ask the scheduler at each boundary crossed."""
+        run.record.step, run.record.value = step, value
+        if math.isfinite(value):
+            self.storage.report(run.optuna_trial, value, step)
+        if self.spec.stop.get("metric_threshold") is not None and _reaches(value, self.spec):
+            self.threshold_reached = True
+        decision = "continue"
+        progress = step // self.unit_steps
+        for boundary in self.boundaries:
+            if boundary <= progress and boundary not in run.reported_boundaries and boundary < self.budget_units:
+                run.reported_boundaries.add(boundary)
+                decision = self.scheduler.on_report(run.record.number, boundary, value)
+                if decision != "continue":
+                    break
+        if decision == "pause":
+            if self.spec.command is not None:
+                # An external trainer cannot be resumed from our checkpoint: it is stopped.
+                return "stop"
+            run.pausing = True  # the runner stops here with its checkpoint; resumed if it wins
+            return "stop"
+        return decision
+
+    def _finish(self, run: _Running, state: str, *, value=None, step=None, wall_time=None,
+                eval_mean=None, reason=None) -> None:
+        rec = run.record
+        rec.state = state
+        rec.value = value if value is not None else rec.value
+        rec.step = step if step is not None else rec.step
+        rec.wall_time = wall_time if wall_time is not None else time.time() - rec.started
+        rec.eval_mean, rec.reason = eval_mean, reason
+        self.storage.finish(run.optuna_trial, state, rec.value, {
+            "reason": reason, "eval_mean": eval_mean, "wall_time": rec.wall_time, "step": rec.step,
+            "last_value": rec.value, "trial_dir": str(self.trial_dir(rec.number)), "node": rec.node,
+            "retries": rec.retries or None})
+        if state in ("COMPLETE", "PRUNED") and rec.value is not None and _reaches(rec.value, self.spec):
+            self.threshold_reached = True
+        self.scheduler.on_complete(rec.number)
+        del self.running[rec.number]
+        write_trials_csv(self.study_dir / "trials.csv", self.sorted_records(), self.spec)
+
+    def _interrupt(self) -> None:
+        self.running.update(self.paused)
+        self.paused.clear()
+        for run in list(self.running.values()):
+            self._finish(run, "FAIL", reason=INTERRUPTED)
+
+    # ------------------------------------------------------------ results
+    def sorted_records(self) -> list[TrialRecord]:
+        return [self.records[k] for k in sorted(self.records)]
+
+    def best(self) -> TrialRecord | None:
+        return best_record(self.records.values(), self.spec.goal)
+
+    def _write_outputs(self) -> None:
+        records = self.sorted_records()
+        write_trials_csv(self.study_dir / "trials.csv", records, self.spec)
+        write_summary(self.study_dir / "summary.json", self.spec, self.storage_url, records, self.failures())
+        best = self.best()
+        if best is not None:
+            write_best_config(self.study_dir / "best_config.yaml", self.spec, best)
+
+
+def _catch_interrupt(driver: StudyDriver):
+    """Ctrl-C (and SIGTERM) ask the driver to stop at a safe point (never in the middle of a
+    storage write); a second one interrupts at once."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        if driver.interrupt_requested:
+            raise KeyboardInterrupt
+        driver.interrupt_requested = True
+
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_interrupt(previous) -> None:
+    import signal
+
+    for sig, handler in (previous or {}).items():
+        signal.signal(sig, handler)
+
+
+def _reaches(value: float, spec: StudySpec) -> bool:
+    threshold = spec.stop.get("metric_threshold")
+    if threshold is None or value is None or not math.isfinite(value):
+        return False
+    return value >= threshold if spec.goal == "maximize" else value <= threshold
+
+
+def _record_from_frozen(t, spec: StudySpec) -> TrialRecord:
+    from optuna.trial import TrialState
+
+    state = {TrialState.COMPLETE: "COMPLETE", TrialState.PRUNED: "PRUNED"}.get(t.state, "FAIL")
+    result = trial_result_attrs(t)
+    value = t.value if t.value is not None else result.get("last_value")
+    return TrialRecord(number=t.number, params=spec.space.values_from_params(t.params), state=state,
+                       value=value, step=result.get("step"), wall_time=result.get("wall_time"),
+                       reason=result.get("reason"), eval_mean=result.get("eval_mean"),
+                       node=result.get("node"), retries=list(result.get("retries") or []))

@@ -1,0 +1,170 @@
+"""The local executor: one long-lived worker process per parallel trial.
+
+Workers are started with the `spawn` method (JAX must not be forked) and run one trial at a
+time. Keeping them alive across trials keeps JAX imported and compiled programs cached: trials
+that differ only in traced hyperparameters (learning rate, gamma, ...) reuse one compile.
+A worker dies with the driver (parent-death signal), so no worker outlives a killed driver.
+
+Worker-loop messages (plain tuples, they cross processes; `base.event_from_message` types them):
+    to the driver:  ("started", wid, trial, pid, node) ("report", wid, trial, step, value)
+                    ("done", wid, trial, result) ("failed", wid, trial, reason)
+    to the worker:  a TrialTask, ("decision", trial, "continue" | "stop"), or None (exit)
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import signal
+import threading
+import traceback
+from pathlib import Path
+
+from rltune.tune.executors.base import (Done, Event, ExecutorOptions, Failed, TrialTask,
+                                        event_from_message)
+
+
+def detach_from_terminal_signals() -> None:
+    """Ctrl-C and SIGTERM are the driver's to handle (it records running trials as interrupted
+    and stops us); and when the driver dies, so do we (Linux parent-death signal)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    die_with_parent()
+
+
+def die_with_parent() -> None:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the driver's shutdown path still kills us
+        pass
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def worker_main(worker_id: int, inbox, outbox, node: str = "local") -> None:
+    from rltune.tune.trial import result_message, run_task
+
+    detach_from_terminal_signals()
+    while True:
+        task = inbox.get()
+        if task is None:
+            return
+        outbox.put(("started", worker_id, task.trial_id, os.getpid(), node))
+        Path(task.trial_dir).mkdir(parents=True, exist_ok=True)
+        (Path(task.trial_dir) / "pid").write_text(str(os.getpid()))
+
+        def report(step: int, value: float, _task=task) -> str:
+            outbox.put(("report", worker_id, _task.trial_id, int(step), float(value)))
+            return inbox.get()[2]  # ("decision", trial_id, "continue" | "stop")
+
+        try:
+            result = run_task(task, report)
+        except Exception as exc:  # a crashing trial fails alone; the worker lives on
+            (Path(task.trial_dir) / "error.txt").write_text(traceback.format_exc())
+            outbox.put(("failed", worker_id, task.trial_id, f"{type(exc).__name__}: {exc}"))
+            continue
+        outbox.put(result_message(worker_id, task.trial_id, result))
+
+
+class LocalExecutor:
+    """`processes` worker processes of `slots_per_process` slots each."""
+
+    def __init__(self, options: ExecutorOptions, *, processes: int | None = None, slots_per_process: int = 1):
+        self.processes = processes or max(1, options.parallel)
+        self.slots_per_process = slots_per_process
+        self._ctx = mp.get_context("spawn")
+        self._outbox = None
+        self._workers: dict[int, tuple[mp.Process, object]] = {}  # worker id -> (process, inbox)
+        self._idle: list[int] = []  # one entry per free slot
+        self._trial_worker: dict[int, int] = {}
+        self._next_worker = 0
+
+    # worker processes
+    def _target(self, wid: int, inbox):
+        return worker_main, (wid, inbox, self._outbox)
+
+    def start(self) -> None:
+        self._outbox = self._ctx.Queue()
+        self._ensure_workers()
+
+    def _ensure_workers(self) -> None:
+        while len(self._workers) < self.processes:
+            wid = self._next_worker
+            self._next_worker += 1
+            inbox = self._ctx.Queue()
+            target, args = self._target(wid, inbox)
+            proc = self._ctx.Process(target=target, args=args, daemon=True, name=f"rltune-worker-{wid}")
+            proc.start()
+            self._workers[wid] = (proc, inbox)
+            self._idle.extend([wid] * self.slots_per_process)
+
+    def pids(self) -> list[int]:
+        return [proc.pid for proc, _ in self._workers.values()]
+
+    # the protocol
+    def free_slots(self) -> int:
+        return len(self._idle)
+
+    def submit(self, task: TrialTask) -> None:
+        wid = self._idle.pop(0)
+        self._trial_worker[task.trial_id] = wid
+        self._workers[wid][1].put(task)
+
+    def events(self, timeout: float) -> list[Event]:
+        messages = []
+        try:
+            messages.append(self._outbox.get(timeout=timeout) if timeout > 0 else self._outbox.get_nowait())
+            while True:
+                messages.append(self._outbox.get_nowait())
+        except queue.Empty:
+            pass
+        events = []
+        for msg in messages:
+            event = event_from_message(msg)
+            if event is None or event.trial_id not in self._trial_worker:
+                continue
+            if isinstance(event, (Done, Failed)):
+                self._idle.append(self._trial_worker.pop(event.trial_id))
+            events.append(event)
+        return events + self._dead_worker_events()
+
+    def _dead_worker_events(self) -> list[Event]:
+        events = []
+        for wid, (proc, _) in list(self._workers.items()):
+            if proc.is_alive():
+                continue
+            del self._workers[wid]
+            self._idle = [w for w in self._idle if w != wid]
+            code = proc.exitcode
+            reason = f"worker killed by signal {-code}" if code and code < 0 else f"worker exited ({code})"
+            for trial_id, w in list(self._trial_worker.items()):
+                if w == wid:
+                    del self._trial_worker[trial_id]
+                    events.append(Failed(trial_id, reason))
+            self._ensure_workers()
+        return events
+
+    def decide(self, trial_id: int, decision: str) -> None:
+        wid = self._trial_worker.get(trial_id)
+        if wid is not None and wid in self._workers:
+            self._workers[wid][1].put(("decision", trial_id, decision))
+
+    def shutdown(self, force: bool = False) -> None:
+        for proc, inbox in self._workers.values():
+            if force:
+                proc.kill()
+            else:
+                inbox.put(None)
+        for proc, _ in self._workers.values():
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=5)
+        self._workers.clear()
+        self._idle.clear()

@@ -1,0 +1,121 @@
+"""From a study spec to what the driver runs: every check on the user's input (before anything is
+written), the built-in agent's config per trial, the trial budget and the scheduler."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rltune.errors import UsageError
+from rltune.tune.spec import StudySpec
+
+
+def prepare(spec: StudySpec) -> StudySpec:
+    """Every check that can fail on the user's input, before anything is written."""
+    from rltune.tune.spec import check_runnable
+
+    check_runnable(spec)
+    if spec.agent is not None:
+        import dataclasses
+
+        from rltune.agents import get_agent
+        from rltune.config import from_dict
+        from rltune.envs import env_info
+        from rltune.tune.spec import validate_against_agent
+
+        module = get_agent(spec.agent)
+        names = {f.name for f in dataclasses.fields(module.Config)}
+        validate_against_agent(spec, names, agent=spec.agent)
+        base = base_config(spec)
+        from_dict(module.Config, base, source="fixed")
+        # Every end of every searched range must make a valid config (e.g. gamma <= 1).
+        for p in spec.space:
+            for value in _extremes(p):
+                try:
+                    from_dict(module.Config, {**base, p.name: value}, source="search_space")
+                except UsageError as exc:
+                    raise UsageError(f"search_space.{p.name}", f"value {value!r} is invalid for the agent: "
+                                     f"{exc}") from None
+        env_info(base.get("env", "CartPole-v1"), base.get("backend", "auto"))
+    check_executor(spec)
+    return spec
+
+
+def check_executor(spec: StudySpec) -> None:
+    from rltune.tune.executors.base import EXECUTOR_NAMES
+
+    if spec.executor not in EXECUTOR_NAMES:
+        raise UsageError("executor", f"unknown executor {spec.executor!r}: choose one of {', '.join(EXECUTOR_NAMES)}")
+    if spec.executor == "population" or spec.population:
+        from rltune.tune.executors.population import population_support
+
+        if spec.agent is None or not population_support(spec.agent):
+            raise UsageError("executor", "a population needs a built-in agent that supports it "
+                             f"(ppo); got {spec.agent or 'an external command'}: use executor local")
+    if spec.executor == "ray":
+        from rltune.tune.executors.ray import check_ray_available
+
+        check_ray_available()
+
+
+def _extremes(p) -> list:
+    if p.kind in ("float", "int"):
+        return [p.low, p.high]
+    return list(p.values)
+
+
+def base_config(spec: StudySpec) -> dict[str, Any]:
+    base = dict(spec.fixed)
+    if spec.env:
+        base["env"] = spec.env
+    if spec.budget_steps:
+        base["total_steps"] = spec.budget_steps
+    return base
+
+
+def agent_config(spec: StudySpec, params: dict[str, Any] | None = None):
+    """The built-in agent's config for this study: fixed settings, env, budget, then `params`."""
+    from rltune.agents import get_agent
+    from rltune.config import from_dict
+
+    return from_dict(get_agent(spec.agent).Config, {**base_config(spec), **(params or {})})
+
+
+def trial_budget(spec: StudySpec) -> int:
+    if spec.agent is None:
+        return int(spec.budget_steps or 0)
+    return agent_config(spec).total_steps
+
+
+SCHEDULER_UNITS = ("steps", "updates")
+
+
+def steps_per_unit(spec: StudySpec) -> int:
+    """Env steps in one unit of the scheduler's rungs/phases (`scheduler: {unit: updates}`)."""
+    unit = spec.scheduler.params.get("unit", "steps")
+    if unit not in SCHEDULER_UNITS:
+        raise UsageError("scheduler.unit", f"must be one of {', '.join(SCHEDULER_UNITS)}; got {unit!r}")
+    if unit == "steps":
+        return 1
+    if spec.agent is None:
+        raise UsageError("scheduler.unit", "updates are known only for built-in agents; an external "
+                         "trainer's unit is the step it reports (use unit: steps)")
+    return agent_config(spec).steps_per_update
+
+
+def make_scheduler_for(spec: StudySpec):
+    from rltune.schedulers import default_early_stopping, make_scheduler
+
+    budget = trial_budget(spec) // steps_per_unit(spec)
+    params = {k: v for k, v in spec.scheduler.params.items() if k != "unit"}
+    if spec.scheduler.name == "fifo" and spec.early_stopping:
+        if budget <= 0:
+            raise UsageError("budget_steps", "early stopping of external trials needs budget_steps "
+                             "(the steps at which the trainer reports)")
+        return default_early_stopping(budget, spec.num_trials, spec.goal)
+    if spec.scheduler.name != "fifo" and budget <= 0:
+        raise UsageError("budget_steps", f"scheduler {spec.scheduler.name!r} needs budget_steps for "
+                         "external trials")
+    return make_scheduler(spec.scheduler.name, goal=spec.goal, max_steps=max(budget, 1),
+                          num_trials=spec.num_trials, **params)
+
+

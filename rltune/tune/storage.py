@@ -1,0 +1,142 @@
+"""The study storage (an Optuna RDB): the ONLY code that writes it.
+
+A SQLite file in the study directory by default, so optuna-dashboard opens it; any SQLAlchemy
+URL with `--storage` (PostgreSQL for a cluster). Each trial's results are flat user attributes
+(eval_mean, wall_time, steps, reason, trial_dir, ...) that the dashboard can sort.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from rltune.errors import UsageError
+from rltune.tune.spec import StudySpec, spec_to_dict
+
+INTERRUPTED = "interrupted"
+RESULT_ATTRS = ("reason", "eval_mean", "wall_time", "step", "last_value", "trial_dir", "node", "retries")
+
+
+def storage_url(spec: StudySpec, study_dir: Path, override: str | None) -> str:
+    url = override or spec.storage
+    return url or f"sqlite:///{(study_dir / 'study.db').resolve()}"
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna RDB storage. A SQLite file runs in WAL mode with synchronous=NORMAL: each commit no
+    longer waits for the disk (an fsync), which was most of the engine's per-trial cost; a crash
+    of rltune loses nothing committed, a power cut at most the last transactions."""
+    storage = optuna.storages.RDBStorage(url)
+    if url.startswith("sqlite"):
+        from sqlalchemy import event
+
+        def pragmas(dbapi_connection, _record):
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        event.listen(storage.engine, "connect", pragmas)
+        storage.engine.dispose()  # reconnect with the pragmas
+    return storage
+
+
+def trial_result_attrs(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """A stored trial's result attributes (flat; older studies kept them in one `result` dict)."""
+    attrs = dict(trial.user_attrs.get("result") or {})
+    attrs.update({k: trial.user_attrs[k] for k in RESULT_ATTRS if k in trial.user_attrs})
+    return attrs
+
+
+class StudyStorage:
+    """One study in one Optuna storage, written by the driver alone."""
+
+    def __init__(self, url: str, spec: StudySpec):
+        self.url = url
+        self.spec = spec
+        self._pending_reports: list[tuple[optuna.trial.Trial, float, int]] = []
+        self.study: optuna.Study | None = None
+
+    def open(self, *, sampler, resume: bool) -> optuna.Study:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self._storage = open_storage(self.url)
+        names = {s.study_name for s in optuna.get_all_study_summaries(self._storage)}
+        if self.spec.name in names and not resume:
+            raise UsageError("--resume", f"study {self.spec.name!r} already exists in {self.url}; "
+                             "pass --resume to continue it or choose another --out / name")
+        study = optuna.create_study(storage=self._storage, study_name=self.spec.name, sampler=sampler,
+                                    direction=self.spec.direction, load_if_exists=True)
+        study.set_user_attr("spec", json.loads(json.dumps(spec_to_dict(self.spec), default=str)))
+        with warnings.catch_warnings():  # experimental in Optuna; names the objective in the dashboard
+            warnings.simplefilter("ignore")
+            study.set_metric_names([self.spec.metric])
+        self.study = study
+        return study
+
+    # ------------------------------------------------------------ trials
+    def ask(self) -> optuna.trial.Trial:
+        return self.study.ask()
+
+    def report(self, trial: optuna.trial.Trial, value: float, step: int) -> None:
+        """Buffered: a trial waits for the driver's decision, not for the disk (see `flush`)."""
+        self._pending_reports.append((trial, value, step))
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._pending_reports)
+
+    def flush(self) -> None:
+        for trial, value, step in self._pending_reports:
+            trial.report(value, step)
+        self._pending_reports.clear()
+
+    def set_attrs(self, trial: optuna.trial.Trial, attrs: dict[str, Any]) -> None:
+        for key, value in attrs.items():
+            self._storage.set_trial_user_attr(trial._trial_id, key, value)
+
+    def finish(self, trial: optuna.trial.Trial, state: str, value: float | None, attrs: dict[str, Any]) -> None:
+        """state: COMPLETE | PRUNED | FAIL; `attrs` become flat user attributes."""
+        self.flush()
+        self.set_attrs(trial, {k: v for k, v in attrs.items() if v is not None})
+        if state == "COMPLETE":
+            self.study.tell(trial, value)
+        elif state == "PRUNED":
+            self.study.tell(trial, state=TrialState.PRUNED)
+        else:
+            self.study.tell(trial, state=TrialState.FAIL)
+
+    # ------------------------------------------------------------ resume
+    def recover(self) -> list[optuna.trial.FrozenTrial]:
+        """Trials left RUNNING by an interrupted driver are marked FAILED (interrupted) and queued
+        again with the same parameters. Returns every finished trial."""
+        study = self.study
+        for t in study.get_trials(deepcopy=False):
+            if t.state == TrialState.RUNNING:
+                self._storage.set_trial_user_attr(t._trial_id, "reason", INTERRUPTED)
+                study.tell(t.number, state=TrialState.FAIL)
+                study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number})
+        return [t for t in study.get_trials(deepcopy=False)
+                if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)]
+
+    def import_previous(self) -> None:
+        """resumePreviousJobId / resume_from: reuse the completed trials of an earlier study."""
+        study = self.study
+        if not self.spec.resume_from or study.user_attrs.get("imported_from") == self.spec.resume_from:
+            return
+        prev_dir = Path(self.spec.resume_from)
+        url = f"sqlite:///{(prev_dir / 'study.db').resolve()}" if prev_dir.is_dir() else self.url
+        name = None if prev_dir.is_dir() else self.spec.resume_from
+        try:
+            prev = optuna.load_study(study_name=name, storage=url)
+        except (KeyError, ValueError) as exc:
+            raise UsageError("resume_from", f"cannot load previous study {self.spec.resume_from!r}: {exc}") from None
+        for t in prev.get_trials(deepcopy=True, states=(TrialState.COMPLETE,)):
+            study.add_trial(optuna.trial.create_trial(params=t.params, distributions=t.distributions,
+                                                      value=t.value, user_attrs={**t.user_attrs,
+                                                                                 "imported_from": t.number}))
+        study.set_user_attr("imported_from", self.spec.resume_from)
