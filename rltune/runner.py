@@ -50,12 +50,25 @@ class RunOptions:
     report_steps: tuple[int, ...] = ()  # env steps where a segment must end (scheduler rungs/phases)
 
 
+def _drop_lines_after(path: Path, step: int) -> None:
+    """A run resumed from a checkpoint at `step` logs the steps after it again: drop lines a
+    crash left behind beyond the checkpoint, so the history never repeats a step."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+    if len(kept) != len(lines):
+        path.write_text("".join(kept))
+
+
 class MetricLog:
     """metrics.jsonl plus TensorBoard scalars, appended (resume keeps the history)."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, resume_step: int | None = None):
         from tensorboardX import SummaryWriter
 
+        if resume_step is not None:
+            _drop_lines_after(run_dir / "metrics.jsonl", resume_step)
         self._jsonl = (run_dir / "metrics.jsonl").open("a")
         self._tb = SummaryWriter(str(run_dir / "tb"), flush_secs=5)
 
@@ -120,7 +133,7 @@ class TrialRecorder:
         self.reward = None
         self.metrics: dict[str, Any] = {}
         self.segments = 0
-        self._log = MetricLog(self.run_dir)
+        self._log = MetricLog(self.run_dir, resume_step=extra.get("env_steps") if resume_extra else None)
 
     def wall_time(self) -> float:
         return self.wall_before + time.perf_counter() - self.start

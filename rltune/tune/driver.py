@@ -105,10 +105,12 @@ class StudyDriver:
             while not self.interrupt_requested:
                 self._launch()
                 if not self.running:
-                    if not self.paused:
+                    if self.paused:
+                        self._release_stuck_pauses()
+                        continue
+                    if self._done_launching() or self.executor.free_slots():
                         break
-                    self._release_stuck_pauses()
-                    continue
+                    # not done, yet no slot: workers are still starting (a Ray actor being placed)
                 self._poll(timeout=0.2)
                 if display:
                     display.refresh()

@@ -47,10 +47,12 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
-def worker_main(worker_id: int, inbox, outbox, node: str = "local") -> None:
+def worker_main(worker_id: int, inbox, outbox, node: str = "local", own_process: bool = True) -> None:
+    """One trial at a time. `own_process`: a spawned worker process (not a thread in a Ray actor)."""
     from rltune.tune.trial import result_message, run_task
 
-    detach_from_terminal_signals()
+    if own_process:
+        detach_from_terminal_signals()
     while True:
         task = inbox.get()
         if task is None:

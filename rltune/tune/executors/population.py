@@ -164,9 +164,11 @@ class PopulationExecutor(LocalExecutor):
         return population_main, (wid, inbox, self._outbox, self.slots_per_process)
 
 
-def population_main(worker_id: int, inbox, outbox, capacity: int, node: str = "local") -> None:
+def population_main(worker_id: int, inbox, outbox, capacity: int, node: str = "local",
+                    own_process: bool = True) -> None:
     """Worker entry (a process, or a thread in a Ray actor): run members until told to exit."""
-    detach_from_terminal_signals()
+    if own_process:
+        detach_from_terminal_signals()
     pending: collections.deque[TrialTask] = collections.deque()
     decisions: dict[int, str] = {}
     population: Population | None = None
