@@ -8,8 +8,10 @@ obeys the answer:
 - ``"continue"``: it keeps its slot and runs on to the next boundary;
 - ``"stop"``: it frees its slot, done;
 - ``"pause"``: it frees its slot and waits (barrier schedulers); when the scheduler lists it
-  as resumable it takes the next free slot again (resuming costs no compute, only waiting),
-  and if the barrier decides against it, it is stopped where it stands.
+  as resumable it takes the next free slot again, paying ``switch_cost`` seconds of slot time
+  first (what a pause and a resume cost on a real cluster: checkpoint save and load, a
+  recompile, warm-up; 0 by default), and if the barrier decides against it, it is stopped where
+  it stands.
 
 Free slots go first to resumable paused workers (lowest id first), then to workers that have
 not started, in order. Events at the same instant are handled in the order they were
@@ -298,7 +300,7 @@ class SimResult:
 
 
 def simulate(curves: Sequence[Curve], scheduler_factory: SchedulerFactory, slots: int, *,
-             max_steps: int | None = None) -> SimResult:
+             max_steps: int | None = None, switch_cost: float = 0.0) -> SimResult:
     """Run the workers `curves` (in this order) on `slots` slots under a fresh scheduler
     `scheduler_factory(num_trials, max_steps)`. Pure: same input, same result."""
     n = len(curves)
@@ -306,6 +308,8 @@ def simulate(curves: Sequence[Curve], scheduler_factory: SchedulerFactory, slots
         raise UsageError("curves", "no curves to simulate")
     if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
         raise UsageError("slots", f"must be an integer >= 1, got {slots!r}")
+    if isinstance(switch_cost, bool) or not isinstance(switch_cost, (int, float)) or switch_cost < 0:
+        raise UsageError("switch-cost", f"must be a number of seconds >= 0, got {switch_cost!r}")
     if max_steps is None:
         max_steps = max(c.end_step for c in curves)
     sched = scheduler_factory(n, max_steps)
@@ -328,12 +332,12 @@ def simulate(curves: Sequence[Curve], scheduler_factory: SchedulerFactory, slots
     now = 0.0
     pauses = 0
 
-    def launch(i: int) -> None:
+    def launch(i: int, resumed: bool = False) -> None:
         nonlocal seq
         k = bisect.bisect_right(bounds, step[i])
         target = bounds[k] if k < len(bounds) and bounds[k] < end[i] else end[i]
         reached = curves[i].time_at(target)
-        dt = max(0.0, reached - elapsed[i])
+        dt = max(0.0, reached - elapsed[i]) + (switch_cost if resumed else 0.0)
         used[i] += dt
         elapsed[i] = reached
         state[i] = "running"
@@ -355,7 +359,7 @@ def simulate(curves: Sequence[Curve], scheduler_factory: SchedulerFactory, slots
                     break
                 paused.discard(i)
                 free -= 1
-                launch(i)
+                launch(i, resumed=True)
         while free > 0 and waiting:
             free -= 1
             launch(waiting.popleft())
@@ -421,7 +425,7 @@ def scheduler_factory(name: str, *, goal: str = "maximize", **params) -> Schedul
 
 def compare(curves: Sequence[Curve], factories: Mapping[str, SchedulerFactory], slots: int, *,
             workers: int | None = None, seeds: int = 1, seed: int = 0,
-            max_steps: int | None = None) -> dict[str, list[SimResult]]:
+            max_steps: int | None = None, switch_cost: float = 0.0) -> dict[str, list[SimResult]]:
     """Simulate every scheduler on the same `seeds` random draws: each draw samples `workers`
     curves (all if None) in a random order (numpy Generator seeded seed, seed + 1, ...)."""
     if workers is None:
@@ -438,7 +442,8 @@ def compare(curves: Sequence[Curve], factories: Mapping[str, SchedulerFactory], 
         rng = np.random.default_rng(seed + s)
         order = [curves[j] for j in rng.permutation(len(curves))[:workers]]
         for name, factory in factories.items():
-            results[name].append(simulate(order, factory, slots, max_steps=max_steps))
+            results[name].append(simulate(order, factory, slots, max_steps=max_steps,
+                                          switch_cost=switch_cost))
     return results
 
 
@@ -503,6 +508,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="per-trial budget in steps (default: the longest curve)")
     parser.add_argument("--seconds-per-step", type=float, default=1.0,
                         help="time per step for curves without a time column")
+    parser.add_argument("--switch-cost", type=float, default=0.0, metavar="SECONDS",
+                        help="slot time a paused trial pays when it resumes (checkpoint save and "
+                        "load, recompile, warm-up); `benchmarks/ray_overhead.py --switch-cost` "
+                        "measures it live")
     parser.add_argument("--output", default=None,
                         help="also write the per-scheduler means as JSON to this file")
 
@@ -520,9 +529,10 @@ def run(args: argparse.Namespace) -> int:
     if args.max_steps is not None and args.max_steps < 1:
         raise UsageError("max-steps", f"must be >= 1, got {args.max_steps}")
     results = compare(curves, factories, slots, workers=workers, seeds=args.seeds,
-                      seed=args.seed, max_steps=args.max_steps)
+                      seed=args.seed, max_steps=args.max_steps, switch_cost=args.switch_cost)
     title = (f"{workers} workers on {slots} slots, {args.curves} "
-             f"({len(curves)} curves), mean over {args.seeds} ordering(s)")
+             f"({len(curves)} curves), mean over {args.seeds} ordering(s)"
+             + (f", switch cost {args.switch_cost:g} s" if args.switch_cost else ""))
     print_table({k: summarize(v) for k, v in results.items()}, title=title)
     if args.output:
         Path(args.output).write_text(json.dumps(

@@ -58,6 +58,19 @@ def test_pause_frees_the_slot_and_resume_waits():
     assert [o.end_time for o in res.trials] == [30.0, 20.0, 20.0]
 
 
+def test_switch_cost_is_paid_by_each_resumed_trial():
+    # as above, with a resume costing 4 s: a resumes at 20, pays 4 s, ends at 34; a never-pausing
+    # scheduler (fifo) is unaffected
+    curves = [Curve(t, (10, 20), (v, v)) for t, v in (("a", 3.0), ("b", 1.0), ("c", 2.0))]
+    factory = scheduler_factory("successive_halving", min_steps=10, reduction_factor=2)
+    res = simulate(curves, factory, slots=2, switch_cost=4.0)
+    assert res.wall_time == 34.0 and res.compute == 44.0
+    fifo = scheduler_factory("fifo")
+    assert simulate(curves, fifo, slots=2, switch_cost=4.0).wall_time == simulate(curves, fifo, slots=2).wall_time
+    with pytest.raises(UsageError, match="switch-cost"):
+        simulate(curves, factory, slots=2, switch_cost=-1)
+
+
 def test_per_point_times_include_startup():
     # 4 s before step 0 is done (compile), then 1 s per 10 steps
     c = Curve("x", (0, 10, 20), (0.0, 1.0, 2.0), (4.0, 5.0, 6.0))

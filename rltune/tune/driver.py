@@ -175,6 +175,7 @@ class StudyDriver:
                 run = self.paused.pop(number)
                 run.pausing = False
                 run.record.state = "RUNNING"
+                run.record.timeline.append([time.time(), "resubmit", run.record.step or 0])
                 self.running[number] = run
                 self.executor.submit(self._task(run.record, resume=True))
                 return True
@@ -203,14 +204,19 @@ class StudyDriver:
         run = self.running.get(event.trial_id)
         if run is None:
             return
+        now, rec = time.time(), run.record
         if isinstance(event, Report):
+            rec.timeline.append([now, "report", event.step])
             self.executor.decide(event.trial_id, self._decide(run, event.step, event.value))
         elif isinstance(event, Started):
-            run.record.node = event.node
+            rec.node = event.node
+            rec.timeline.append([now, "resume" if rec.timeline else "start", rec.step or 0])
         elif isinstance(event, Retried):
+            rec.timeline.append([now, "retry", rec.step or 0])
             run.record.retries.append(f"{event.reason} (attempt {event.attempt}, "
                                       f"{'from checkpoint' if event.from_checkpoint else 'restarted'})")
         elif isinstance(event, Done) and run.pausing:
+            rec.timeline.append([now, "pause", event.step])
             del self.running[event.trial_id]
             run.record.state = "PAUSED"
             self.paused[event.trial_id] = run
@@ -251,10 +257,11 @@ class StudyDriver:
         rec.step = step if step is not None else rec.step
         rec.wall_time = wall_time if wall_time is not None else time.time() - rec.started
         rec.eval_mean, rec.reason = eval_mean, reason
+        rec.timeline.append([time.time(), state.lower(), rec.step or 0])
         self.storage.finish(run.optuna_trial, state, rec.value, {
             "reason": reason, "eval_mean": eval_mean, "wall_time": rec.wall_time, "step": rec.step,
             "last_value": rec.value, "trial_dir": str(self.trial_dir(rec.number)), "node": rec.node,
-            "retries": rec.retries or None})
+            "retries": rec.retries or None, "timeline": rec.timeline})
         if state in ("COMPLETE", "PRUNED") and rec.value is not None and _reaches(rec.value, self.spec):
             self.threshold_reached = True
         self.scheduler.on_complete(rec.number)
@@ -323,4 +330,5 @@ def _record_from_frozen(t, spec: StudySpec) -> TrialRecord:
     return TrialRecord(number=t.number, params=spec.space.values_from_params(t.params), state=state,
                        value=value, step=result.get("step"), wall_time=result.get("wall_time"),
                        reason=result.get("reason"), eval_mean=result.get("eval_mean"),
-                       node=result.get("node"), retries=list(result.get("retries") or []))
+                       node=result.get("node"), retries=list(result.get("retries") or []),
+                       timeline=list(result.get("timeline") or []))

@@ -19,7 +19,8 @@ from rltune.errors import UsageError
 from rltune.tune.spec import StudySpec, spec_to_dict
 
 INTERRUPTED = "interrupted"
-RESULT_ATTRS = ("reason", "eval_mean", "wall_time", "step", "last_value", "trial_dir", "node", "retries")
+RESULT_ATTRS = ("reason", "eval_mean", "wall_time", "step", "last_value", "trial_dir", "node", "retries",
+                "timeline")
 
 
 def storage_url(spec: StudySpec, study_dir: Path, override: str | None) -> str:

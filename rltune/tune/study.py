@@ -41,6 +41,8 @@ class TrialRecord:
     started: float = field(default_factory=time.time)
     node: str | None = None  # where it ran last (Ray: the node's id)
     retries: list[str] = field(default_factory=list)  # worker deaths it survived
+    timeline: list[list] = field(default_factory=list)  # [unix time, event, step]: start, report,
+    # pause, resume, retry, and its end state; the report's timeline of slots is drawn from it
 
 
 @dataclass(frozen=True)
