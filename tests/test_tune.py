@@ -155,7 +155,7 @@ def test_failing_trainer_is_recorded_with_its_reason(tmp_path):
     spec = write(tmp_path / "hptuning.yaml", CLOUD_SPEC.replace("maxTrials: 4", "maxTrials: 2"))
     out = tmp_path / "study"
     assert main(["tune", str(spec), "--out", str(out), "--", sys.executable, str(TINY_TRAINER),
-                 "--steps", "3", "--fail-at", "2"]) == 0
+                 "--steps", "3", "--fail-at", "2"]) == 1  # no trial gave a result: an error
     table = rows(out)
     assert [r["state"] for r in table] == ["FAIL", "FAIL"]
     assert all("exit code 3" in r["reason"] for r in table)

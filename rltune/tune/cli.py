@@ -80,7 +80,13 @@ def run(args) -> int:
                          population_size=args.population_size)
     result = driver.run()
     print_result(driver, result)
-    return 130 if result.interrupted else 0
+    if result.interrupted:
+        return 130
+    if result.records and not any(r.state in ("COMPLETE", "PRUNED") for r in result.records):
+        print("every trial failed: see the reasons above and trials/<n>/ (error.txt, trainer.log)",
+              file=sys.stderr)
+        return 1  # as Ray Tune does: a study with no result is an error
+    return 0
 
 
 def print_result(driver, result) -> None:

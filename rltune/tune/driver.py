@@ -33,6 +33,12 @@ class _Running:
     record: TrialRecord
     reported_boundaries: set = field(default_factory=set)
     pausing: bool = False  # the scheduler paused it at a barrier: it stops, keeping its checkpoint
+    since: float | None = field(default_factory=time.time)  # running since (None: paused)
+    ran_before: float = 0.0  # seconds it ran before its last pause
+
+    def running_time(self, now: float) -> float:
+        """Seconds it has run, its waits at a barrier excluded (for `trial_timeout`)."""
+        return self.ran_before + (now - self.since if self.since is not None else 0.0)
 
 
 class StudyDriver:
@@ -57,6 +63,8 @@ class StudyDriver:
         self.paused: dict[int, _Running] = {}  # waiting at a barrier (successive halving, hyperband)
         self.executor = None
         self.threshold_reached = False
+        self.stopped_by_max_time = False
+        self.started = time.time()
         self.interrupt_requested = False  # set by Ctrl-C; the loop stops at its next safe point
         # Optuna's grid sampler repeats points once the grid is used up: cap the trials at its size.
         self.max_trials = min(spec.num_trials, spec.space.grid_size()) if spec.sampler.name == "grid" \
@@ -80,18 +88,29 @@ class StudyDriver:
             raise UsageError("--resume", f"there is no study to resume in {self.study_dir}")
 
     def run(self) -> StudyResult:
+        self.check_fresh()
+        with StudyLock(self.study_dir):
+            self.check_fresh()  # again, holding the lock: another driver may have started it meanwhile
+            return self._run()
+
+    def _run(self) -> StudyResult:
         from rltune.tune.samplers import make_sampler
 
-        self.check_fresh()
-        self.study_dir.mkdir(parents=True, exist_ok=True)
         (self.study_dir / "trials").mkdir(exist_ok=True)
+        study = self.storage.open(sampler=None, resume=self.resume)
         dump_spec(self.spec, self.study_dir / "spec.yaml")
-        sampler = make_sampler(self.spec.sampler.name, self.spec.space, self.spec.sampler.seed,
-                               **self.spec.sampler.options)
-        self.storage.open(sampler=sampler, resume=self.resume)
         self.storage.import_previous()
         for t in self.storage.recover():
             self.records[t.number] = _record_from_frozen(t, self.spec)
+            if self.records[t.number].reason != INTERRUPTED:
+                self._replay(t)
+        # A resumed study continues the sampler's sequence instead of replaying it: a seeded
+        # sampler is reseeded from the seed and the number of trials already stored.
+        seed = self.spec.sampler.seed
+        if seed is not None and self.records:
+            seed = (seed * 1_000_003 + len(study.trials)) % (2**31)
+        study.sampler = make_sampler(self.spec.sampler.name, self.spec.space, seed, **self.spec.sampler.options)
+        self.started = time.time()
         interrupted = False
         display = None
         previous_handlers = _catch_interrupt(self)
@@ -103,6 +122,9 @@ class StudyDriver:
 
                 display = LiveTable(self)
             while not self.interrupt_requested:
+                self._enforce_time_limits()
+                if self.interrupt_requested:
+                    break
                 self._launch()
                 if not self.running:
                     if self.paused:
@@ -123,7 +145,32 @@ class StudyDriver:
                 display.close()
             self.executor.shutdown(force=interrupted)
             self._write_outputs()
-        return StudyResult(self.study_dir, self.sorted_records(), self.best(), interrupted)
+        return StudyResult(self.study_dir, self.sorted_records(), self.best(),
+                           interrupted and not self.stopped_by_max_time)
+
+    def _replay(self, t) -> None:
+        """Rebuild the scheduler's rungs/phases from a stored trial's intermediate values."""
+        crossed: set = set()
+        for step, value in sorted(t.intermediate_values.items()):
+            progress = step // self.unit_steps
+            for boundary in self.boundaries:
+                if boundary <= progress and boundary not in crossed and boundary < self.budget_units:
+                    crossed.add(boundary)
+                    self.scheduler.on_report(t.number, boundary, value)
+        self.scheduler.on_complete(t.number)
+
+    def _enforce_time_limits(self) -> None:
+        now = time.time()
+        if self.spec.max_time is not None and now - self.started > self.spec.max_time:
+            self.interrupt_requested = True  # running trials end as interrupted; --resume re-runs them
+            self.stopped_by_max_time = True
+            return
+        if self.spec.trial_timeout is None:
+            return
+        for run in list(self.running.values()):
+            if run.running_time(now) > self.spec.trial_timeout:
+                self.executor.kill(run.record.number)
+                self._finish(run, "FAIL", reason=f"timeout after {self.spec.trial_timeout:g} s")
 
     def _counted(self) -> int:
         return sum(1 for r in self.records.values() if r.reason != INTERRUPTED)
@@ -174,6 +221,7 @@ class StudyDriver:
             if number in self.paused:
                 run = self.paused.pop(number)
                 run.pausing = False
+                run.since = time.time()
                 run.record.state = "RUNNING"
                 run.record.timeline.append([time.time(), "resubmit", run.record.step or 0])
                 self.running[number] = run
@@ -203,6 +251,8 @@ class StudyDriver:
     def _handle(self, event) -> None:
         run = self.running.get(event.trial_id)
         if run is None:
+            if isinstance(event, Report):  # a trial we already ended (timeout): let its worker go on
+                self.executor.decide(event.trial_id, "stop")
             return
         now, rec = time.time(), run.record
         if isinstance(event, Report):
@@ -210,6 +260,7 @@ class StudyDriver:
             self.executor.decide(event.trial_id, self._decide(run, event.step, event.value))
         elif isinstance(event, Started):
             rec.node = event.node
+            run.since = now
             rec.timeline.append([now, "resume" if rec.timeline else "start", rec.step or 0])
         elif isinstance(event, Retried):
             rec.timeline.append([now, "retry", rec.step or 0])
@@ -217,6 +268,8 @@ class StudyDriver:
                                       f"{'from checkpoint' if event.from_checkpoint else 'restarted'})")
         elif isinstance(event, Done) and run.pausing:
             rec.timeline.append([now, "pause", event.step])
+            run.ran_before += now - run.since
+            run.since = None
             del self.running[event.trial_id]
             run.record.state = "PAUSED"
             self.paused[event.trial_id] = run
@@ -288,6 +341,44 @@ class StudyDriver:
         best = self.best()
         if best is not None:
             write_best_config(self.study_dir / "best_config.yaml", self.spec, best)
+
+
+class StudyLock:
+    """One driver per study directory: an exclusive `flock` on STUDY/lock holding the driver's
+    pid. The kernel drops the lock when the driver dies, so a killed driver never blocks
+    `--resume`. A second driver exits with status 2 naming the holder."""
+
+    def __init__(self, study_dir: Path):
+        self.study_dir = study_dir
+        self._fd = None
+        self._created_dir = False
+
+    def __enter__(self) -> "StudyLock":
+        import fcntl
+        import os
+
+        self._created_dir = not self.study_dir.exists()
+        self.study_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.study_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise UsageError("--out", f"{self.study_dir} is in use by another rltune driver (pid {holder}); "
+                             "wait for it to end, or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        import os
+        import shutil
+
+        os.close(self._fd)
+        if exc_type is UsageError and self._created_dir and not (self.study_dir / "study.db").exists():
+            shutil.rmtree(self.study_dir, ignore_errors=True)  # refused before anything was written
 
 
 def _catch_interrupt(driver: StudyDriver):

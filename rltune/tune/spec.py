@@ -152,6 +152,12 @@ class StudySpec:
     """Ray: cluster address ("auto", "HOST:PORT"); None starts a local Ray."""
     max_failures: int = 2
     """Ray: times a trial is restarted after its worker died (node lost, actor killed)."""
+    trial_timeout: float | None = None
+    """Seconds a trial may run (its running time, not its waits at a barrier); then it is killed
+    and recorded as FAILED ("timeout after N s"). None: no limit."""
+    max_time: float | None = None
+    """Seconds the whole study may run; then running trials are stopped as interrupted (resume
+    re-runs them) and no trial starts. None: no limit."""
 
     def __post_init__(self) -> None:
         # Normalise containers (copies, so the caller's objects cannot change the spec).
@@ -237,6 +243,10 @@ def _validate_executor_fields(s: StudySpec) -> None:
         raise UsageError("address", "a cluster address applies to executor ray only (add --executor ray)")
     if not isinstance(s.max_failures, int) or isinstance(s.max_failures, bool) or s.max_failures < 0:
         raise UsageError("max_failures", f"must be an integer >= 0, got {s.max_failures!r}")
+    for key in ("trial_timeout", "max_time"):
+        value = getattr(s, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+            raise UsageError(key, f"must be a number of seconds > 0, got {value!r}")
 
 
 def check_runnable(spec: StudySpec) -> None:
@@ -379,7 +389,7 @@ _NATIVE_KEYS = (
     "name", "agent", "command", "env", "fixed", "search_space", "metric", "goal", "trials",
     "parallel", "max_failed_trials", "sampler", "scheduler", "early_stopping", "budget_steps",
     "stop", "resume_from", "storage", "scale_tier", "executor", "population", "resources", "address",
-    "max_failures",
+    "max_failures", "trial_timeout", "max_time",
 )  # fmt: skip
 
 
@@ -469,6 +479,8 @@ def spec_from_dict(data: Any, *, default_name: str = "study") -> StudySpec:
         resources=dict(_mapping(data.get("resources") or {}, "resources")),
         address=_optional(data, "address", _string),
         max_failures=_integer(data.get("max_failures", 2), "max_failures", 0),
+        trial_timeout=data.get("trial_timeout"),
+        max_time=data.get("max_time"),
     )
 
 
@@ -518,6 +530,8 @@ def spec_to_dict(spec: StudySpec) -> dict[str, Any]:
         "resources": dict(spec.resources) or None,
         "address": spec.address,
         "max_failures": spec.max_failures if spec.max_failures != 2 else None,
+        "trial_timeout": spec.trial_timeout,
+        "max_time": spec.max_time,
     }
     return {k: _plain(v) for k, v in out.items() if v is not None}
 

@@ -65,11 +65,20 @@ class StudyStorage:
 
     def open(self, *, sampler, resume: bool) -> optuna.Study:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self._storage = open_storage(self.url)
-        names = {s.study_name for s in optuna.get_all_study_summaries(self._storage)}
+        try:
+            self._storage = open_storage(self.url)
+            names = {s.study_name for s in optuna.get_all_study_summaries(self._storage)}
+        except Exception as exc:  # sqlalchemy/optuna errors: a corrupt or foreign database
+            raise UsageError("--storage", f"cannot open the study storage {self.url}: "
+                             f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}; "
+                             "is it an rltune study? choose another --out") from None
         if self.spec.name in names and not resume:
             raise UsageError("--resume", f"study {self.spec.name!r} already exists in {self.url}; "
                              "pass --resume to continue it or choose another --out / name")
+        if resume and self.spec.name not in names and self.url.endswith("study.db"):
+            found = ", ".join(sorted(names)) or "none"
+            raise UsageError("--resume", f"no study named {self.spec.name!r} in {self.url} (found: {found}); "
+                             "resume with the spec that started it")
         study = optuna.create_study(storage=self._storage, study_name=self.spec.name, sampler=sampler,
                                     direction=self.spec.direction, load_if_exists=True)
         study.set_user_attr("spec", json.loads(json.dumps(spec_to_dict(self.spec), default=str)))
@@ -117,10 +126,20 @@ class StudyStorage:
         again with the same parameters. Returns every finished trial."""
         study = self.study
         for t in study.get_trials(deepcopy=False):
-            if t.state == TrialState.RUNNING:
+            if t.state == TrialState.RUNNING:  # the driver was killed while it ran
                 self._storage.set_trial_user_attr(t._trial_id, "reason", INTERRUPTED)
                 study.tell(t.number, state=TrialState.FAIL)
+        trials = study.get_trials(deepcopy=False)
+        requeued = {t.user_attrs.get("requeued_from") for t in trials}
+        for t in trials:
+            if t.state == TrialState.FAIL and trial_result_attrs(t).get("reason") == INTERRUPTED \
+                    and t.number not in requeued:  # re-run with the same parameters, once
                 study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number})
+                # the grid sampler knows a point by its grid_id: the re-run takes the same one
+                waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))[-1]
+                for key in ("grid_id", "search_space"):
+                    if key in t.system_attrs:
+                        self._storage.set_trial_system_attr(waiting._trial_id, key, t.system_attrs[key])
         return [t for t in study.get_trials(deepcopy=False)
                 if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)]
 

@@ -132,6 +132,10 @@ class Executor(Protocol):
     def decide(self, trial_id: int, decision: str) -> None:
         """Answer a `Report`: "continue" or "stop" (a pause is a stop whose checkpoint is kept)."""
 
+    def kill(self, trial_id: int) -> None:
+        """End a trial now, whatever it is doing (its timeout passed); the executor sends no
+        further event for it and its slot frees up."""
+
     def shutdown(self, force: bool = False) -> None:
         """Stop every worker; `force` kills running trials (Ctrl-C)."""
 

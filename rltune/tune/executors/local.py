@@ -25,9 +25,35 @@ from rltune.tune.executors.base import (Done, Event, ExecutorOptions, Failed, Tr
                                         event_from_message)
 
 
+_TRAINER_GROUPS: set[int] = set()  # process groups of the external trainers this worker runs
+
+
+def trainer_started(pgid: int) -> None:
+    """An external trainer runs in its own process group: SIGTERM to this worker kills it too."""
+    _TRAINER_GROUPS.add(pgid)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _kill_trainers_and_exit)
+
+
+def trainer_ended(pgid: int) -> None:
+    _TRAINER_GROUPS.discard(pgid)
+    if not _TRAINER_GROUPS and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a JAX trial dies at once, handler or not
+
+
+def _kill_trainers_and_exit(signum, frame) -> None:
+    for pgid in list(_TRAINER_GROUPS):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    os._exit(128 + signum)
+
+
 def detach_from_terminal_signals() -> None:
     """Ctrl-C and SIGTERM are the driver's to handle (it records running trials as interrupted
-    and stops us); and when the driver dies, so do we (Linux parent-death signal)."""
+    and stops us); and when the driver dies, so do we (Linux parent-death signal: SIGTERM, so
+    a running trainer's process group goes too)."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -40,7 +66,7 @@ def die_with_parent() -> None:
 
         libc = ctypes.CDLL(None, use_errno=True)
         PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):  # not Linux: the driver's shutdown path still kills us
         pass
     if os.getppid() == 1:  # the parent died before prctl took effect
@@ -74,6 +100,16 @@ def worker_main(worker_id: int, inbox, outbox, node: str = "local", own_process:
         outbox.put(result_message(worker_id, task.trial_id, result))
 
 
+def _terminate(proc, grace: float = 3.0) -> None:
+    """SIGTERM (the worker cleans up its trainer), then SIGKILL if it is still there."""
+    if proc.is_alive():
+        proc.terminate()
+        proc.join(timeout=grace)
+    if proc.is_alive():
+        proc.kill()
+        proc.join(timeout=5)
+
+
 class LocalExecutor:
     """`processes` worker processes of `slots_per_process` slots each."""
 
@@ -85,6 +121,7 @@ class LocalExecutor:
         self._workers: dict[int, tuple[mp.Process, object]] = {}  # worker id -> (process, inbox)
         self._idle: list[int] = []  # one entry per free slot
         self._trial_worker: dict[int, int] = {}
+        self._orphaned: list[Event] = []
         self._next_worker = 0
 
     # worker processes
@@ -134,7 +171,9 @@ class LocalExecutor:
             if isinstance(event, (Done, Failed)):
                 self._idle.append(self._trial_worker.pop(event.trial_id))
             events.append(event)
-        return events + self._dead_worker_events()
+        events += self._dead_worker_events()
+        events, self._orphaned = self._orphaned + events, []
+        return events
 
     def _dead_worker_events(self) -> list[Event]:
         events = []
@@ -157,16 +196,29 @@ class LocalExecutor:
         if wid is not None and wid in self._workers:
             self._workers[wid][1].put(("decision", trial_id, decision))
 
+    def kill(self, trial_id: int) -> None:
+        """Kill the trial's worker process (its trainer goes with it) and start a fresh one."""
+        wid = self._trial_worker.pop(trial_id, None)
+        if wid is None or wid not in self._workers:
+            return
+        proc, _ = self._workers.pop(wid)
+        _terminate(proc)
+        self._idle = [w for w in self._idle if w != wid]
+        for other, w in list(self._trial_worker.items()):  # members of a population go with it
+            if w == wid:
+                del self._trial_worker[other]
+                self._orphaned.append(Failed(other, "stopped with a timed-out member of its population"))
+        self._ensure_workers()
+
     def shutdown(self, force: bool = False) -> None:
         for proc, inbox in self._workers.values():
             if force:
-                proc.kill()
+                proc.terminate()  # SIGTERM: the worker kills its trainer's process group, then exits
             else:
                 inbox.put(None)
         for proc, _ in self._workers.values():
             proc.join(timeout=5)
             if proc.is_alive():
-                proc.kill()
-                proc.join(timeout=5)
+                _terminate(proc)
         self._workers.clear()
         self._idle.clear()

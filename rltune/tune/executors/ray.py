@@ -352,6 +352,21 @@ class RayExecutor:
             self._tasks[task.trial_id] = task
             self._place(task)
 
+    def kill(self, trial_id: int) -> None:
+        """Kill the trial's actor (a hung trial cannot be interrupted otherwise) and replace it."""
+        import ray
+
+        aid = self._trial_actor.pop(trial_id, None)
+        self._tasks.pop(trial_id, None)
+        actor = self.actors.pop(aid, None) if aid is not None else None
+        if actor is None:
+            return
+        ray.kill(actor.handle)
+        for other in actor.trials - {trial_id}:  # members of a population shard go with it
+            self._forget(other)
+            self._events.append(Failed(other, "stopped with a timed-out member of its population"))
+        self._new_actor()
+
     def shutdown(self, force: bool = False) -> None:
         import ray
 
