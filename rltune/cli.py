@@ -47,6 +47,9 @@ def _eval_parser(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rltune", description="Deep RL training with hyperparameter tuning.")
+    parser.add_argument("--no-compile-cache", action="store_true",
+                        help="Do not use JAX's persistent compilation cache (~/.cache/rltune/jax; "
+                        "RLTUNE_COMPILE_CACHE=0 does the same).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _train_parser(sub)
     _eval_parser(sub)
@@ -143,8 +146,17 @@ def cmd_eval(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    ours = argv[: argv.index("--") if "--" in argv else len(argv)]
+    if "--no-compile-cache" in ours:  # accepted anywhere before `--`: rltune tune ... --no-compile-cache
+        import os
+
+        from rltune.compile_cache import ENV_SWITCH
+
+        os.environ[ENV_SWITCH] = "0"  # before JAX compiles anything, here and in our workers
+        ours.remove("--no-compile-cache")
+        argv = ours + argv[len(ours) + 1:]
+    parser = build_parser()
     # Everything after the first `--` is an external trainer's command line, kept verbatim.
     trainer: list[str] = []
     if "--" in argv:

@@ -1,4 +1,5 @@
 import argparse
+import json
 
 import pytest
 
@@ -67,3 +68,34 @@ def test_unknown_field_in_yaml_names_it():
 def test_traced_and_static_fields():
     traced = set(traced_fields(PPOConfig))
     assert {"learning_rate", "gamma", "gae_lambda", "clip_eps", "ent_coef", "vf_coef", "max_grad_norm"} == traced
+
+
+def test_compilation_cache_is_written_and_can_be_turned_off(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    def train(cache, *flags):
+        env = {**os.environ, "RLTUNE_COMPILE_CACHE_DIR": str(cache)}
+        env.pop("RLTUNE_COMPILE_CACHE", None)
+        out = tmp_path / f"run-{cache.name}-{len(flags)}"
+        proc = subprocess.run([sys.executable, "-m", "rltune", "train", "ppo", "--env", "CartPole-v1",
+                               "--total-steps", "512", "--num-envs", "2", "--num-steps", "16", "--hidden-size", "8",
+                               "--eval-episodes", "0", "--out", str(out), *flags],
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads((out / "summary.json").read_text())
+
+    on, off = tmp_path / "on", tmp_path / "off"
+    first = train(on)
+    assert any(on.iterdir())  # compiled programs were stored
+    assert train(on, "--no-compile-cache")["reward"] == first["reward"]  # flag accepted after the command
+
+    from rltune import compile_cache
+
+    os.environ["RLTUNE_COMPILE_CACHE"], os.environ["RLTUNE_COMPILE_CACHE_DIR"] = "0", str(off)
+    try:
+        assert not compile_cache.enabled_by_environment()
+        assert compile_cache.cache_dir() == off
+    finally:
+        del os.environ["RLTUNE_COMPILE_CACHE"], os.environ["RLTUNE_COMPILE_CACHE_DIR"]

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from rltune.agents import c2a2, ddpg, dqn, ppo, td3
+from rltune import compile_cache
+
+compile_cache.enable()  # before any agent compiles: every process that trains reads the cache
+
+from rltune.agents import c2a2, ddpg, dqn, ppo, td3  # noqa: E402
 from rltune.errors import UsageError
 
 AGENTS: dict[str, ModuleType] = {"ppo": ppo, "dqn": dqn, "ddpg": ddpg, "td3": td3, "c2a2": c2a2}
