@@ -175,7 +175,7 @@ def test_timeout_kills_even_a_trainer_that_ignores_sigterm(tmp_path):
     start = time.monotonic()
     result = run_external_trial(command, {}, 1, tmp_path / "t", "m", poll_interval=0.05,
                                 timeout=0.5, grace_period=0.3)
-    assert (result.status, result.reason) == ("failed", "timed out after 0.5 s")
+    assert (result.status, result.reason) == ("failed", "timeout after 0.5s")
     assert result.returncode == -signal.SIGKILL
     assert time.monotonic() - start < 5
 

@@ -48,6 +48,7 @@ from typing import Any
 
 import yaml
 
+from rltune import yamlsafe
 from rltune.errors import UsageError
 from rltune.tune.samplers import SAMPLER_NAMES, check_sampler_options
 from rltune.tune.space import KINDS, SCALES, Param, SearchSpace, validate_param_fields
@@ -500,7 +501,7 @@ def _read_yaml(path: Path) -> Any:
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
         raise UsageError(str(path), f"cannot read the spec file: {e}") from None
     try:
-        return yaml.safe_load(text)
+        return yamlsafe.load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path.name}:{mark.line + 1}" if mark is not None else path.name
