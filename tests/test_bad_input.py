@@ -304,3 +304,10 @@ def test_checkpoint_with_wrong_shapes(tmp_path, run_dir, capsys):
         load_agent(path)
     with pytest.raises(UsageError, match=r"\(4, 99\)"):  # the resume path checks too
         checkpoint.restore_state(ppo.init(from_dict(ppo.PPOConfig, TINY)), checkpoint.read(path))
+
+
+def test_trainer_block_with_a_builtin_agent_is_refused(tmp_path):
+    spec = write(tmp_path / "s.yaml", "agent: ppo\nsearch_space: {learning_rate: [0.1, 0.2]}\ntrainer: {cwd: trial}\n")
+    with pytest.raises(UsageError) as err:
+        load_spec(spec)
+    assert err.value.field == "trainer"

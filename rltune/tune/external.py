@@ -522,6 +522,7 @@ def run_external_trial(
     history: list[tuple[int, float]] = []
     start = time.monotonic()
     pgid_file = trial_dir / PGID_FILE_NAME
+    proc: subprocess.Popen | None = None
     with _unwind_on_sigterm() as terminated:
         with open(trial_dir / LOG_FILE_NAME, "wb") as log_file:
             try:
@@ -534,8 +535,8 @@ def run_external_trial(
                     "failed", None, None, [], f"cannot start {argv[0]!r}: {err.strerror or err}",
                     None, time.monotonic() - start,
                 )
-        pgid_file.write_text(f"{proc.pid} {_start_time(proc.pid) or ''}")
         try:
+            pgid_file.write_text(f"{proc.pid} {_start_time(proc.pid) or ''}")
             result = _follow(proc, channels, history, report, options, timeout, poll_interval,
                              grace_period, metric_tag, start)
         finally:  # every way out: the trainer's whole group goes
@@ -543,7 +544,7 @@ def run_external_trial(
             pgid_file.unlink(missing_ok=True)
     if terminated:
         return ExternalTrialResult("failed", None, history[-1][0] if history else None, history,
-                                   "terminated (SIGTERM)", proc.returncode, time.monotonic() - start)
+                                   "terminated (SIGTERM)", proc and proc.returncode, time.monotonic() - start)
     return result
 
 

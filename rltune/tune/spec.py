@@ -230,6 +230,9 @@ def _validate_study(s: StudySpec) -> None:
             raise UsageError(f"fixed.{key}", "is also in search_space; keep it in one of the two")
     if not isinstance(s.trainer, TrainerOptions):
         raise UsageError("trainer", f"expected TrainerOptions, got {type(s.trainer).__name__}")
+    if s.agent is not None and s.trainer != TrainerOptions():
+        raise UsageError("trainer", f"only applies to an external command; the built-in agent {s.agent!r} "
+                         "takes its values directly: drop the trainer block")
     if s.command is not None:
         check_command(s.command, {**s.fixed, **{n: None for n in s.space.names}}, searched=s.space.names)
     if s.storage is not None:
