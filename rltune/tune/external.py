@@ -241,7 +241,8 @@ def check_command(command: Sequence[str], values: Mapping[str, Any], *, searched
         return
     for name in values:
         if name in BUILTIN_PLACEHOLDERS and name != "seed":
-            raise UsageError(f"search_space.{name}", f"{{{name}}} is filled in by rltune; rename the parameter")
+            prefix = "search_space" if name in searched else "fixed"
+            raise UsageError(f"{prefix}.{name}", f"{{{name}}} is filled in by rltune; rename it")
     known = set(values) | set(BUILTIN_PLACEHOLDERS)
     for i, arg in enumerate(command):
         for m in _PLACEHOLDER.finditer(str(arg)):
