@@ -55,11 +55,54 @@ def read(path: str | Path) -> dict:
         raise UsageError("checkpoint", f"{path} is not an rltune checkpoint ({exc})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UsageError("checkpoint", f"{path} is not an rltune checkpoint (format {FORMAT})")
+    for key, kind in (("agent", str), ("config", dict), ("state", dict), ("extra", dict)):
+        if not isinstance(payload.get(key), kind):
+            raise UsageError("checkpoint", f"{path} has no valid {key!r} entry (a damaged or crafted file)")
     return payload
 
 
+def _shape(leaf: Any) -> tuple[int, ...]:
+    shape = getattr(leaf, "shape", None)  # arrays and jax.ShapeDtypeStruct
+    return tuple(shape) if shape is not None else np.shape(leaf)
+
+
+def check_tree(expected: Any, got: Any, where: str = "state") -> None:
+    """Raise UsageError naming the first entry where `got` (a checkpoint's state dict) differs
+    from `expected` (the state dict the config makes) in keys or array shapes. A crafted or
+    mismatched checkpoint is refused here, instead of failing deep inside a compiled step."""
+    if isinstance(expected, dict):
+        if not isinstance(got, dict):
+            raise UsageError("checkpoint", f"{where} should be a mapping, got {type(got).__name__}")
+        for key in expected:
+            if key not in got:
+                raise UsageError("checkpoint", f"{where}.{key} is missing (not a checkpoint of this agent "
+                                 "and config?)")
+        for key in got:
+            if key not in expected:
+                raise UsageError("checkpoint", f"{where}.{key} is not part of this agent's state")
+        for key in expected:
+            check_tree(expected[key], got[key], f"{where}.{key}")
+        return
+    if isinstance(got, dict):
+        raise UsageError("checkpoint", f"{where} should be an array, got a mapping")
+    if _shape(expected) != _shape(got):
+        raise UsageError("checkpoint", f"{where} has shape {_shape(got)}, the config needs {_shape(expected)} "
+                         "(a checkpoint of another network size or env?)")
+
+
 def restore_state(template: Any, payload: dict) -> Any:
+    """`template` filled with the payload's arrays, after `check_tree` on keys and shapes."""
+    check_tree(serialization.to_state_dict(template), payload.get("state"), "state")
     return serialization.from_state_dict(template, payload["state"])
+
+
+def state_shapes(module: Any, config: Any) -> Any:
+    """The agent's initial state as shapes only (`jax.eval_shape`: nothing is computed); a real
+    init where tracing is not possible (host environments)."""
+    try:
+        return jax.eval_shape(lambda: module.init(config))
+    except Exception:  # noqa: BLE001 - e.g. an init that needs concrete values
+        return module.init(config)
 
 
 def find(path: str | Path, which: str = "best") -> Path:

@@ -79,9 +79,17 @@ def cmd_train(args) -> int:
     module = get_agent(args.agent)
     if args.resume:
         run_dir = Path(args.resume)
+        if args.config:
+            raise UsageError("--config", "a resumed run keeps its own config; give changes as flags")
+        if args.out and Path(args.out).resolve() != run_dir.resolve():
+            raise UsageError("--out", f"a resumed run stays in {run_dir}; drop --out")
         payload = checkpoint.read(run_dir / "checkpoints" / checkpoint.FILE_NAME["last"])
+        if payload["agent"] != args.agent:
+            raise UsageError("agent", f"{run_dir} is a {payload['agent']!r} run, not {args.agent!r}")
         values = dict(payload["config"])
-        values.update({k: v for k, v in vars(args).items() if k in values})
+        given = {k: v for k, v in vars(args).items() if k in values}
+        _refuse_static_changes(module.Config, values, given, run_dir)
+        values.update(given)
         config = from_dict(module.Config, values, source=str(run_dir))
     else:
         file_values = load_yaml(args.config) if args.config else {}
@@ -91,6 +99,7 @@ def cmd_train(args) -> int:
             raise UsageError("agent", f"{args.config} is a config for {file_agent!r}, not {args.agent!r}")
         config = config_from_args(module.Config, args, file_values, source=args.config or "flags")
         run_dir = Path(args.out or f"runs/{config.env.replace('/', '_')}-{args.agent}-{time.strftime('%Y%m%d-%H%M%S')}")
+        _check_new_run_dir(run_dir)
     if args.eval_episodes < 0:
         raise UsageError("--eval-episodes", "must be >= 0")
     options = RunOptions(segment_steps=args.segment_steps, eval_episodes=args.eval_episodes,
@@ -105,6 +114,40 @@ def cmd_train(args) -> int:
         return 1
     _print_summary(run_dir, summary)
     return 0
+
+
+# Static fields a resumed run may still change: the length of training (the state's shapes do
+# not depend on it). Every other static field fixes an array shape or the environment.
+RESUME_MAY_CHANGE = ("total_steps",)
+
+
+def _refuse_static_changes(cls, stored: dict, given: dict, run_dir: Path) -> None:
+    """`train --resume RUN --hidden-size 16`: the checkpoint's arrays have the old shapes, so a
+    changed static field is refused (before anything, config.yaml included, is written)."""
+    from rltune.config import flag_name, from_dict, static_fields
+
+    new = from_dict(cls, {**stored, **given}, source="flags")
+    old = from_dict(cls, stored, source=str(run_dir))
+    for name in sorted(static_fields(cls) - set(RESUME_MAY_CHANGE)):
+        if name in given and getattr(new, name) != getattr(old, name):
+            raise UsageError(flag_name(name), f"{name} is {getattr(old, name)!r} in the run being resumed "
+                             f"({run_dir}) and fixes its network or environment; a resumed run keeps it. "
+                             "Start a new run (another --out) to change it")
+
+
+def _check_new_run_dir(run_dir: Path) -> None:
+    """A new run never writes into another run's directory (it would mix two runs' metrics and
+    checkpoints): an existing non-empty --out needs --resume."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError("--out", f"{run_dir} is a file, not a directory: choose another --out")
+    for parent in run_dir.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError("--out", f"{parent} is a file, not a directory: choose another --out")
+            break
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        raise UsageError("--out", f"{run_dir} already holds a run; continue it with --resume {run_dir}, "
+                         "or choose another --out")
 
 
 def _print_summary(run_dir: Path, summary: dict) -> None:

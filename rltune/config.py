@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from rltune import yamlsafe
 from rltune.errors import UsageError
 
 
@@ -159,9 +160,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise UsageError("--config", f"cannot read {path}: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text) or {}
+        data = yamlsafe.load(text) or {}
     except yaml.YAMLError as exc:
-        raise UsageError("--config", f"{path} is not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise UsageError("--config", f"{where} is not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
     if not isinstance(data, dict):
         raise UsageError("--config", f"{path} must hold a mapping of field: value")
     return data

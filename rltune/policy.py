@@ -8,10 +8,12 @@ from typing import Any
 
 import jax
 import numpy as np
+from flax import serialization
 
 from rltune import checkpoint
 from rltune.agents import get_agent
 from rltune.config import from_dict
+from rltune.errors import UsageError
 from rltune.envs import EnvInfo, env_info
 
 
@@ -45,6 +47,11 @@ def load_agent(path: str | Path, which: str = "best") -> LoadedAgent:
     module = get_agent(payload["agent"])
     config = from_dict(module.Config, payload["config"], source=str(ckpt))
     info = env_info(config.env, config.backend)
+    # Keys and shapes checked against what the config builds: a crafted file fails here, by name.
+    expected = serialization.to_state_dict(checkpoint.state_shapes(module, config))
+    if "params" not in payload["state"]:
+        raise UsageError("checkpoint", f"{ckpt}: state.params is missing (a damaged or crafted file)")
+    checkpoint.check_tree(expected["params"], payload["state"]["params"], "state.params")
     params = jax.tree.map(np.asarray, payload["state"]["params"])
     return LoadedAgent(agent=payload["agent"], config=config, info=info, params=params,
                        env_steps=int(payload["extra"].get("env_steps", 0)), path=ckpt,

@@ -175,7 +175,7 @@ def test_timeout_kills_even_a_trainer_that_ignores_sigterm(tmp_path):
     start = time.monotonic()
     result = run_external_trial(command, {}, 1, tmp_path / "t", "m", poll_interval=0.05,
                                 timeout=0.5, grace_period=0.3)
-    assert (result.status, result.reason) == ("failed", "timed out after 0.5 s")
+    assert (result.status, result.reason) == ("failed", "timeout after 0.5s")
     assert result.returncode == -signal.SIGKILL
     assert time.monotonic() - start < 5
 
@@ -218,3 +218,193 @@ def test_read_metric_file_keeps_a_complete_last_line_without_newline(tmp_path):
     path.write_text('{"m": 1.0, "global_step": 1}\n{"m": 2.5, "global_step": 2}')
     assert hypertune.read_metric_file(path, "m") == [(1, 1.0), (2, 2.5)]
     assert hypertune.read_metric_file(tmp_path / "missing", "m") == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Any command line: flag styles, templates, working directory, events under runs/, aggregation
+# ---------------------------------------------------------------------------------------------
+
+from rltune.tune.external import (  # noqa: E402
+    TrainerOptions, aggregate, check_command, kill_trial_trainer, placeholders)
+
+KEBAB = Path(__file__).parent / "trainers" / "kebab_trainer.py"
+from kebab_trainer import expected_scores  # noqa: E402
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for a parent that is gone counts as dead)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def _wait_until(predicate, timeout=20.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_flag_styles_kebab_case_and_job_dir_on_request(tmp_path):
+    params = {"learning_rate": 0.5, "num_layers": 2}
+    space = TrainerOptions(flag_style="space", kebab_case=True)
+    assert build_argv(["t"], params, tmp_path, options=space) == [
+        "t", "--learning-rate", "0.5", "--num-layers", "2"]
+    assert build_argv(["t"], params, tmp_path, options=TrainerOptions()) == [
+        "t", "--learning_rate=0.5", "--num_layers=2"]  # native default: no --job-dir
+    assert build_argv(["t"], params, tmp_path, options=TrainerOptions(job_dir=True, flag_style="space")) == [
+        "t", "--job-dir", str(tmp_path), "--learning_rate", "0.5", "--num_layers", "2"]
+
+
+def test_command_template_fills_placeholders_and_appends_nothing(tmp_path):
+    command = ["train", "--lr={learning_rate}", "--out", "{trial_dir}/x", "--seed", "{seed}", "{{literal}}",
+               "--id={trial_id}"]
+    assert placeholders(command) == ["learning_rate", "trial_dir", "seed", "trial_id"]
+    argv = build_argv(command, {"learning_rate": 1e-05}, tmp_path / "job",
+                      options=TrainerOptions(job_dir=True), context={"trial_id": 4, "trial_dir": "/d"})
+    assert argv == ["train", "--lr=1e-05", "--out", "/d/x", "--seed", "4", "{literal}", "--id=4"]
+    # a `seed` hyperparameter (or fixed value) wins over the trial number
+    assert build_argv(["t", "{seed}"], {"seed": 9}, tmp_path, context={"trial_id": 4}) == ["t", "9"]
+
+
+@pytest.mark.parametrize("command, values, field, words", [
+    (["t", "{lr}"], {"learning_rate": None}, "command[1]", "unknown placeholder {lr}"),
+    (["t", "{learning_rate}"], {"learning_rate": None, "layers": None}, "search_space.layers", "no {layers}"),
+    (["t", "{trial_dir}"], {"trial_dir": None}, "search_space.trial_dir", "filled in by rltune"),
+    (["t"], {"a b": None}, "search_space.a b", "flag name"),
+])
+def test_check_command_names_the_field(command, values, field, words):
+    with pytest.raises(UsageError) as err:
+        check_command(command, values, searched=tuple(values))
+    assert err.value.field == field and words in str(err.value)
+
+
+def test_fixed_values_must_be_scalars():
+    with pytest.raises(UsageError, match="fixed.layers"):
+        check_command(["t"], {"layers": [1, 2]})
+
+
+def test_aggregate_rules():
+    values = [1.0, 5.0, 2.0, 3.0]
+    assert aggregate(values) == 3.0
+    assert aggregate(values, "max") == 5.0 and aggregate(values, "min") == 1.0
+    assert aggregate(values, "mean_last_2") == 2.5 and aggregate(values, "mean_last_10") == 2.75
+    for bad in ("mean", "mean_last_0", "best", 3):
+        with pytest.raises(UsageError, match="trainer.aggregate"):
+            TrainerOptions(aggregate=bad)
+    with pytest.raises(UsageError, match="trainer.flag_style"):
+        TrainerOptions.from_dict({"flag_style": "colon"})
+    with pytest.raises(UsageError, match="trainer.cwdir"):
+        TrainerOptions.from_dict({"cwdir": "trial"})
+
+
+def test_strict_kebab_trainer_in_its_trial_dir_with_events_under_runs(tmp_path, monkeypatch):
+    """A trainer that rejects unknown flags, wants `--learning-rate VALUE`, writes its events
+    under runs/<name>/ of its cwd; rltune runs it with a relative trial dir and reads the max."""
+    monkeypatch.chdir(tmp_path)
+    options = TrainerOptions(flag_style="space", kebab_case=True, cwd="trial", aggregate="max")
+    seen = []
+    result = run_external_trial([sys.executable, str(KEBAB)], {"learning_rate": 0.01}, 3,
+                                Path("study/trials/3"), "episode/score", poll_interval=0.05, timeout=30,
+                                fixed={"num_layers": 3, "run_name": "exp1", "out_json": "args.json"},
+                                options=options, report=lambda s, v: seen.append((s, v)))
+    assert result.status == "completed", (result.reason, (tmp_path / "study/trials/3/trainer.log").read_text())
+    scores = [float(np.float32(v)) for v in expected_scores(0.01, 4)]
+    assert [v for _, v in result.history] == scores
+    assert result.metric == max(scores) and result.metric != scores[-1]
+    assert seen == [(100 * k, max(scores[:k])) for k in range(1, 5)]  # the running objective
+    trial_dir = tmp_path / "study/trials/3"
+    args = json.loads((trial_dir / "args.json").read_text())
+    assert (args["num_layers"], args["run_name"], args["cwd"]) == (3, "exp1", str(trial_dir))
+    assert list((trial_dir / "runs" / "exp1").glob("events*"))
+    env = json.loads(json.dumps(build_env(3, trial_dir / "job", trial_dir / "m")))
+    assert Path(env["CLOUD_ML_JOB_DIR"]).is_absolute()
+
+
+def test_template_command_drives_the_strict_trainer(tmp_path):
+    command = [sys.executable, str(KEBAB), "--learning-rate={learning_rate}", "--run-name", "trial-{trial_id}",
+               "--out-json", "{trial_dir}/args.json"]
+    result = run_external_trial(command, {"learning_rate": 0.1}, 5, tmp_path / "t5", "episode/score",
+                                poll_interval=0.05, timeout=30,
+                                options=TrainerOptions(cwd="trial", aggregate="mean_last_2"))
+    assert result.status == "completed", result.reason
+    scores = [float(np.float32(v)) for v in expected_scores(0.1, 4)]
+    assert result.metric == pytest.approx((scores[-1] + scores[-2]) / 2)
+    assert json.loads((tmp_path / "t5" / "args.json").read_text())["run_name"] == "trial-5"
+
+
+def test_the_strict_trainer_refuses_the_cloud_convention(tmp_path):
+    """The service's default argv (--job-dir, --name=value) is an error for this trainer."""
+    result = run_external_trial([sys.executable, str(KEBAB)], {"learning_rate": 0.1}, 1, tmp_path / "t",
+                                "episode/score", poll_interval=0.05, timeout=30)
+    assert (result.status, result.reason) == ("failed", "exit code 2")
+
+
+def _child_pids(trial_dir: Path) -> tuple[int, int]:
+    assert _wait_until(lambda: (trial_dir / "child.pid").exists())
+    return int((trial_dir / "trainer.pid").read_text()), int((trial_dir / "child.pid").read_text())
+
+
+@pytest.mark.parametrize("way_out", ["stop", "exception", "timeout"])
+def test_every_exit_path_kills_the_trainers_process_group(tmp_path, way_out):
+    trial_dir = tmp_path / "t"
+    pids = []
+
+    def report(step, value):
+        pids.extend(_child_pids(trial_dir))
+        if way_out == "exception":
+            raise RuntimeError("driver went away")
+        return "stop" if way_out == "stop" else None
+
+    kw = dict(poll_interval=0.05, grace_period=1.0, fixed={"steps": 200, "sleep": 0.1, "spawn_child": True},
+              options=TrainerOptions(flag_style="space", kebab_case=True, cwd="trial"), report=report,
+              timeout=1.5 if way_out == "timeout" else 60)
+    command = [sys.executable, str(KEBAB)]
+    if way_out == "exception":
+        with pytest.raises(RuntimeError):
+            run_external_trial(command, {"learning_rate": 0.1}, 1, trial_dir, "episode/score", **kw)
+    else:
+        result = run_external_trial(command, {"learning_rate": 0.1}, 1, trial_dir, "episode/score", **kw)
+        expected = {"stop": "stopped early at step 100", "timeout": "timeout after 1.5s"}[way_out]
+        assert result.reason == expected
+    assert pids and _wait_until(lambda: not any(_alive(p) for p in pids), 5)
+    assert not (trial_dir / "trainer.pgid").exists()
+
+
+_RUNNER = """
+import sys
+from pathlib import Path
+from rltune.tune.external import TrainerOptions, run_external_trial
+run_external_trial([sys.executable, {kebab!r}], {{"learning_rate": 0.1}}, 1, Path({trial!r}), "episode/score",
+                   fixed={{"steps": 500, "sleep": 0.1, "spawn_child": True}}, poll_interval=0.05,
+                   options=TrainerOptions(flag_style="space", kebab_case=True, cwd="trial"))
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_trainer_dies_with_a_terminated_worker(tmp_path, sig):
+    """SIGTERM to the process running the trial kills the trainer's group on the way out;
+    after SIGKILL (no way out) `kill_trial_trainer` does it from the trial dir's pgid file."""
+    trial_dir = tmp_path / "t"
+    code = _RUNNER.format(kebab=str(KEBAB), trial=str(trial_dir))
+    worker = subprocess_run(code)
+    trainer, child = _child_pids(trial_dir)
+    worker.send_signal(sig)
+    assert worker.wait(timeout=20) == -sig
+    if sig == signal.SIGKILL:
+        assert _alive(trainer) and _alive(child)  # orphans, until someone kills their group
+        assert kill_trial_trainer(trial_dir, grace_period=1.0)
+    assert _wait_until(lambda: not _alive(trainer) and not _alive(child), 10)
+    assert not (trial_dir / "trainer.pgid").exists()
+    assert not kill_trial_trainer(trial_dir)
+
+
+def subprocess_run(code: str):
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.Popen([sys.executable, "-c", code], env=env)

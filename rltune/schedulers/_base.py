@@ -103,6 +103,20 @@ def check_float(field: str, value: object, *, low: float | None = None,
     return value
 
 
+def check_below_budget(field: str, value: int, max_steps: int, *, given: bool, what: str) -> None:
+    """Refuse a first rung/boundary at or beyond the trial budget: the scheduler would have no
+    boundary below `max_steps`, so it would silently never stop a trial. `given`: the user set
+    `field` (else it was derived from a budget too small to hold one)."""
+    if value < max_steps:
+        return
+    if given:
+        raise UsageError(field, f"{value} is not below the trial budget ({max_steps} steps): there "
+                         f"would be no {what} and no trial would ever be stopped; lower it below "
+                         f"{max_steps}, or raise budget_steps")
+    raise UsageError("budget_steps", f"the trial budget ({max_steps} steps) is too small for any {what} "
+                     f"({field} would be {value}): raise budget_steps, or use scheduler fifo")
+
+
 def geometric_rungs(min_steps: int, reduction_factor: int, max_steps: int) -> list[int]:
     """min_steps * eta^k for k = 0, 1, ... while below max_steps."""
     rungs, step = [], min_steps

@@ -15,7 +15,7 @@ import bisect
 import statistics
 from collections.abc import Sequence
 
-from rltune.schedulers._base import (CONTINUE, STOP, Decision, Scheduler, check_int, score)
+from rltune.schedulers._base import (CONTINUE, STOP, Decision, Scheduler, check_below_budget, check_int, score)
 
 
 def median_decision(best_so_far: float, others_at_step: Sequence[float], goal: str = "maximize",
@@ -34,11 +34,16 @@ class MedianScheduler(Scheduler):
     def __init__(self, *, goal: str = "maximize", max_steps: int,
                  interval_steps: int | None = None, warmup_steps: int = 0, min_trials: int = 5):
         super().__init__(goal=goal, max_steps=max_steps)
+        given = interval_steps is not None
         if interval_steps is None:
             interval_steps = max(1, self.max_steps // 10)
         self.interval_steps = check_int("scheduler.interval_steps", interval_steps, low=1)
         self.warmup_steps = check_int("scheduler.warmup_steps", warmup_steps, low=0)
         self.min_trials = check_int("scheduler.min_trials", min_trials, low=1)
+        check_below_budget("scheduler.interval_steps", self.interval_steps, self.max_steps,
+                           given=given, what="report boundary")
+        check_below_budget("scheduler.warmup_steps", self.warmup_steps, self.max_steps, given=True,
+                           what="boundary after the warm-up")
         self._bounds = list(range(self.interval_steps, self.max_steps, self.interval_steps))
         # per boundary: every score reported there so far, ascending
         self._reports: list[list[float]] = [[] for _ in self._bounds]

@@ -24,8 +24,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rltune.errors import UsageError
-from rltune.schedulers._base import (CONTINUE, PAUSE, STOP, Decision, Scheduler, check_int,
-                                     geometric_rungs, score)
+from rltune.schedulers._base import (CONTINUE, PAUSE, STOP, Decision, Scheduler, check_below_budget,
+                                     check_int, geometric_rungs, score)
 from rltune.schedulers.asha import default_min_steps
 
 
@@ -50,9 +50,12 @@ class SuccessiveHalvingScheduler(Scheduler):
                              f"{self.name} needs the number of trials (its rungs are barriers)")
         self.num_trials = check_int("scheduler.num_trials", num_trials, low=1)
         self.reduction_factor = check_int("scheduler.reduction_factor", reduction_factor, low=2)
+        given = min_steps is not None
         if min_steps is None:
             min_steps = default_min_steps(self.max_steps, self.reduction_factor)
         self.min_steps = check_int("scheduler.min_steps", min_steps, low=1)
+        if _first_rung == 0:  # a HyperBand bracket may rightly have no rung
+            check_below_budget("scheduler.min_steps", self.min_steps, self.max_steps, given=given, what="rung")
         # _first_rung > 0 skips the lowest rungs (a HyperBand bracket); not a user parameter.
         rungs = geometric_rungs(self.min_steps, self.reduction_factor, self.max_steps)
         self._bounds = rungs[_first_rung:]

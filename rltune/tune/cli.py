@@ -6,7 +6,6 @@ import argparse
 import dataclasses
 import sys
 from importlib import resources
-from pathlib import Path
 
 from rltune.errors import UsageError
 
@@ -66,6 +65,7 @@ def load(args) -> "StudySpec":  # noqa: F821
 
 
 def run(args) -> int:
+    from rltune.tune.checks import check_out_dir, check_resume_spec, check_study_db
     from rltune.tune.driver import StudyDriver
     from rltune.tune.resolve import prepare
 
@@ -74,7 +74,12 @@ def run(args) -> int:
     spec = prepare(load(args))
     if args.population_size is not None and args.population_size < 1:
         raise UsageError("--population-size", "must be >= 1")
-    study_dir = Path(args.out or f"studies/{spec.name}")
+    study_dir = check_out_dir(args.out or f"studies/{spec.name}")
+    if args.resume and (study_dir / "spec.yaml").exists():
+        # Before the driver writes spec.yaml again: a changed spec or a broken study.db is refused.
+        check_resume_spec(study_dir, spec)
+        if not (args.storage or spec.storage):
+            check_study_db(study_dir / "study.db", spec.name)
     driver = StudyDriver(spec, study_dir, storage=args.storage, resume=args.resume,
                          live=sys.stdout.isatty(), eval_episodes=args.eval_episodes,
                          population_size=args.population_size)

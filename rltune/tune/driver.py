@@ -204,6 +204,7 @@ class StudyDriver:
         return TrialTask(trial_id=record.number, trial_dir=str(self.trial_dir(record.number)),
                          params=record.params, agent=self.spec.agent,
                          config={**base_config(self.spec), **record.params}, command=self.spec.command,
+                         fixed=dict(self.spec.fixed) if self.spec.command else {}, trainer=self.spec.trainer,
                          metric=self.spec.metric, goal=self.spec.goal, report_steps=self.report_steps,
                          eval_episodes=self.eval_episodes, resume=resume)
 

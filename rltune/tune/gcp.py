@@ -23,7 +23,9 @@ Read as it is, so users of the managed service can run the same study locally. M
 |                                          | UNIT_LOG_SCALE -> log,                             |
 |                                          | UNIT_REVERSE_LOG_SCALE -> reverse_log)             |
 
-The file names no trainer: the command comes from the CLI after ``--`` (`spec.with_command`).
+The file names no trainer: the command comes from the CLI after ``--`` (`spec.with_command`),
+and gets the service's command line (`external.CLOUD_TRAINER`: ``--job-dir=<dir>`` then
+``--name=value``) unless it holds placeholders such as ``{learning_rate}`` (a template).
 Other ``trainingInput`` fields of the service that describe machines (masterType, workerCount,
 region, runtimeVersion, ...) are accepted and ignored; packaging fields (packageUris,
 pythonModule, args) are a UsageError that says to give the trainer command after ``--``.
@@ -35,6 +37,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rltune.errors import UsageError
+from rltune.tune.external import CLOUD_TRAINER
 from rltune.tune.space import Param, SearchSpace, validate_param_fields
 from rltune.tune.spec import (
     DEFAULT_COMMAND_METRIC,
@@ -226,4 +229,5 @@ def spec_from_gcp(data: Mapping[str, Any], *, default_name: str = "study") -> St
         early_stopping=early,
         resume_from=None if resume is None else str(resume),
         scale_tier=scale_tier,
+        trainer=CLOUD_TRAINER,  # the service's argv: --job-dir=... --name=value
     )

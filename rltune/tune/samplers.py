@@ -78,8 +78,37 @@ def _constructor(name: str) -> tuple[Callable[..., optuna.samplers.BaseSampler],
     return table[name], {}
 
 
+# Annotation words of Optuna's constructors (they are strings: `from __future__ import
+# annotations`) -> the YAML value types that satisfy them. Others (Callable, BaseSampler,
+# np.ndarray, FrozenTrial) take Python objects, which a spec file cannot hold.
+_YAML_TYPES: dict[str, tuple[type, ...]] = {
+    "bool": (bool,), "int": (int,), "float": (int, float), "str": (str,), "None": (type(None),),
+    "dict": (dict,), "list": (list,), "Sequence": (list,), "Mapping": (dict,),
+}
+
+
+def _option_type_error(annotation: Any, value: Any) -> str | None:
+    """Why `value` cannot be given for a parameter annotated `annotation` (None: it can)."""
+    if annotation is inspect.Parameter.empty or not isinstance(annotation, str):
+        return None  # unannotated: Optuna's own checks apply
+    accepted: list[type] = []
+    for word in (part.strip() for part in annotation.split("|")):
+        kinds = _YAML_TYPES.get(word.split("[", 1)[0])
+        if kinds is not None:
+            accepted.extend(kinds)
+    if not accepted or accepted == [type(None)]:
+        return f"takes a Python object ({annotation}), which a spec file cannot give"
+    if isinstance(value, bool) and bool not in accepted:
+        return f"expects {annotation}, got {value!r}"
+    if not isinstance(value, tuple(accepted)):
+        return f"expects {annotation}, got {type(value).__name__} {value!r}"
+    return None
+
+
 def check_sampler_options(name: str, options: dict[str, Any], *, field: str = "sampler") -> None:
-    """Raise UsageError for an unknown sampler name or an option its constructor lacks."""
+    """Raise UsageError for an unknown sampler name, an option its constructor lacks, or an
+    option value of the wrong type (checked against Optuna's annotations, before any study
+    directory exists)."""
     if name not in SAMPLER_NAMES:
         raise UsageError(f"{field}", f"unknown sampler {name!r}; choose one of {', '.join(SAMPLER_NAMES)}")
     cls, _ = _constructor(name)
@@ -92,6 +121,9 @@ def check_sampler_options(name: str, options: dict[str, Any], *, field: str = "s
                 f"{field}.{key}",
                 f"unknown option for sampler {name!r}{note}; accepted: {', '.join(sorted(accepted))}",
             )
+        problem = _option_type_error(inspect.signature(cls.__init__).parameters[key].annotation, options[key])
+        if problem:
+            raise UsageError(f"{field}.{key}", problem)
 
 
 def make_sampler(
@@ -111,6 +143,11 @@ def make_sampler(
             stacklevel=2,
         )
     kwargs = {**defaults, **options}
-    if name == "grid":
-        return cls(space.grid(), seed=seed, **kwargs)
-    return cls(seed=seed, **kwargs)
+    try:
+        if name == "grid":
+            return cls(space.grid(), seed=seed, **kwargs)
+        return cls(seed=seed, **kwargs)
+    except (TypeError, ValueError) as exc:  # a value Optuna refuses (e.g. a negative count)
+        if isinstance(exc, UsageError):
+            raise
+        raise UsageError("sampler", f"Optuna's {cls.__name__} refused the options {options}: {exc}") from None

@@ -9,7 +9,8 @@ Kinds and scales
   ``linear``; ``log`` (log-uniform, needs ``low > 0``); ``reverse_log`` (dense near ``high``).
 - ``discrete``: a strictly increasing list of numbers (sampled as an Optuna categorical:
   each value is a choice, their order is not modelled).
-- ``categorical``: a list of distinct choices (str, int, float, bool or None).
+- ``categorical``: a list of distinct choices (str, int, float or bool; not null, and no two that
+  compare equal such as ``1``, ``1.0`` and ``true``, which Optuna's storage conflates).
 
 Reverse-log mapping
 -------------------
@@ -147,10 +148,25 @@ def validate_param_fields(
         if scale != "linear":
             raise fail("scale", "a categorical parameter has no scale; leave it unset")
         for i, value in enumerate(values):
-            if value is not None and not isinstance(value, (str, int, float, bool)):
-                raise fail("values", f"categorical values must be str, number, bool or null; item {i} is {value!r}")
+            if value is None:
+                # Every trial drawing it would fail in the trainer; write the string "null"
+                # (or "none") if that is what the trainer understands.
+                raise fail("values", f"item {i} is null, which no trainer can take as a value; "
+                                     "drop it or quote it as a string (\"null\")")
+            if not isinstance(value, (str, int, float, bool)):
+                raise fail("values", f"categorical values must be str, number or bool; item {i} is {value!r}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise fail("values", f"item {i} is {value!r}; categorical values must be finite")
         if len(set(map(repr, values))) != len(values):
             raise fail("values", f"categorical values must be distinct, got {list(values)!r}")
+        # 1, 1.0 and true are different values here, but one value to Optuna's storage (which
+        # compares choices with ==, and JSON writes them alike): a trial could run with the
+        # wrong one. Equal-but-different-type choices are therefore refused.
+        for i, a in enumerate(values):
+            for b in values[i + 1:]:
+                if a == b:
+                    raise fail("values", f"{a!r} and {b!r} are one value to Optuna's storage; "
+                                         "keep one of them, or quote them as distinct strings")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ Native format (every key but ``search_space`` is optional)::
     name: ppo-cartpole                 # default: the file name without extension
     agent: ppo                         # built-in agent ...
     # command: [python, -m, trainer.task, --steps, "100000"]   # ... or an external trainer
+    # trainer: {flag_style: space, kebab_case: true, job_dir: false, cwd: trial, aggregate: last}
     env: CartPole-v1
     fixed: {total_steps: 100000, num_envs: 4}    # config fields that are not searched
     search_space:
@@ -32,6 +33,15 @@ Native format (every key but ``search_space`` is optional)::
     storage: sqlite:///studies/ppo.db
     executor: local                    # local | population | ray
 
+``trainer`` (external trainers only; see `rltune.tune.external.TrainerOptions`): ``flag_style``
+``equals`` (``--name=value``, default) or ``space`` (``--name value``); ``kebab_case``
+(``--learning-rate``); ``job_dir`` (pass ``--job-dir``; default false here, true for a Cloud
+file); ``cwd`` ``inherit`` or ``trial`` (start the trainer in its trial directory); ``aggregate``
+``last`` (default), ``max``, ``min`` or ``mean_last_N``. A ``command`` holding placeholders
+(``{learning_rate}``, ``{trial_dir}``, ``{trial_id}``, ``{seed}``, ...) is a template: they are
+filled in and no flag is appended. ``fixed`` values reach an external trainer like the searched
+ones. ``name`` is a plain name (it becomes ``studies/<name>``): no ``/`` and no leading dot.
+
 In a parameter entry ``grid: [...]`` is accepted in place of ``values: [...]``. Numbers written
 as ``1e-5`` (which YAML 1.1 reads as a string) are accepted as numbers.
 """
@@ -48,7 +58,9 @@ from typing import Any
 
 import yaml
 
+from rltune import yamlsafe
 from rltune.errors import UsageError
+from rltune.tune.external import CLOUD_TRAINER, TrainerOptions, check_command
 from rltune.tune.samplers import SAMPLER_NAMES, check_sampler_options
 from rltune.tune.space import KINDS, SCALES, Param, SearchSpace, validate_param_fields
 
@@ -61,9 +73,11 @@ __all__ = [
     "SchedulerSpec",
     "StudySpec",
     "check_runnable",
+    "check_storage_url",
     "dump_spec",
     "load_spec",
     "parse_search_space",
+    "spec_differences",
     "spec_from_dict",
     "spec_to_dict",
     "validate_against_agent",
@@ -77,6 +91,8 @@ GOALS = ("maximize", "minimize")
 STOP_KEYS = ("metric_threshold",)
 DEFAULT_COMMAND_METRIC = "training/hptuning/metric"  # the hypertune helper's default tag
 _FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+# A study name becomes a directory (studies/<name>) and a storage key: no separators, no "..".
+_STUDY_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+\-]*$")
 _NUMBER_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
@@ -158,6 +174,8 @@ class StudySpec:
     max_time: float | None = None
     """Seconds the whole study may run; then running trials are stopped as interrupted (resume
     re-runs them) and no trial starts. None: no limit."""
+    trainer: TrainerOptions = field(default_factory=TrainerOptions)
+    """How an external trainer gets its values and reports its metric (`TrainerOptions`)."""
 
     def __post_init__(self) -> None:
         # Normalise containers (copies, so the caller's objects cannot change the spec).
@@ -186,6 +204,9 @@ def _validate_study(s: StudySpec) -> None:
     """Cross-field checks, reported with native key names."""
     if not isinstance(s.name, str) or not s.name:
         raise UsageError("name", "must be a non-empty string")
+    if not _STUDY_NAME_RE.match(s.name) or ".." in s.name:
+        raise UsageError("name", f"{s.name!r} is not a plain name: it names the study directory "
+                         "(studies/<name>), so use letters, digits, _ . + - (no '/', no leading dot, no '..')")
     if not isinstance(s.space, SearchSpace):
         raise UsageError("search_space", f"expected a SearchSpace, got {type(s.space).__name__}")
     if s.agent is not None and s.command is not None:
@@ -224,6 +245,32 @@ def _validate_study(s: StudySpec) -> None:
             raise UsageError(f"fixed.{key}", "must be a config field name")
         if key in s.space.names:
             raise UsageError(f"fixed.{key}", "is also in search_space; keep it in one of the two")
+    if not isinstance(s.trainer, TrainerOptions):
+        raise UsageError("trainer", f"expected TrainerOptions, got {type(s.trainer).__name__}")
+    if s.agent is not None and s.trainer != TrainerOptions():
+        raise UsageError("trainer", f"only applies to an external command; the built-in agent {s.agent!r} "
+                         "takes its values directly: drop the trainer block")
+    if s.command is not None:
+        check_command(s.command, {**s.fixed, **{n: None for n in s.space.names}}, searched=s.space.names)
+    if s.storage is not None:
+        check_storage_url(s.storage)
+
+
+def check_storage_url(url: str, *, field: str = "storage") -> None:
+    """Raise UsageError unless `url` is an SQLAlchemy URL whose database driver is installed
+    (e.g. ``sqlite:///studies/x.db``, ``postgresql://user@host/db``)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    if not isinstance(url, str) or not url:
+        raise UsageError(field, f"must be a database URL such as sqlite:///study.db, got {url!r}")
+    try:
+        make_url(url).get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        raise UsageError(field, f"{url!r} is not a usable database URL ({exc}); "
+                         "e.g. sqlite:///studies/x.db or postgresql://user@host/db") from None
+    except ImportError as exc:
+        raise UsageError(field, f"the database driver for {url!r} is not installed ({exc})") from None
 
 
 def _validate_executor_fields(s: StudySpec) -> None:
@@ -389,7 +436,7 @@ _NATIVE_KEYS = (
     "name", "agent", "command", "env", "fixed", "search_space", "metric", "goal", "trials",
     "parallel", "max_failed_trials", "sampler", "scheduler", "early_stopping", "budget_steps",
     "stop", "resume_from", "storage", "scale_tier", "executor", "population", "resources", "address",
-    "max_failures", "trial_timeout", "max_time",
+    "max_failures", "trial_timeout", "max_time", "trainer",
 )  # fmt: skip
 
 
@@ -414,8 +461,11 @@ def _parse_command(value: Any) -> tuple[str, ...]:
     return tuple(str(a) for a in value)
 
 
-def spec_from_dict(data: Any, *, default_name: str = "study") -> StudySpec:
-    """StudySpec from a native-format mapping (already parsed YAML or JSON)."""
+def spec_from_dict(data: Any, *, default_name: str = "study", command: Sequence[str] | None = None) -> StudySpec:
+    """StudySpec from a native-format mapping (already parsed YAML or JSON).
+
+    `command`: the trainer command given on the CLI after ``--`` (applied later by
+    `with_command`); it only decides the default metric, as a ``command:`` in the file does."""
     data = _mapping(data, "spec")
     _check_keys(data, _NATIVE_KEYS, "")
     if "search_space" not in data:
@@ -425,7 +475,8 @@ def spec_from_dict(data: Any, *, default_name: str = "study") -> StudySpec:
         raise UsageError("search_space", "is empty: define at least one parameter to search")
 
     agent = _optional(data, "agent", _string)
-    command = _parse_command(data["command"]) if data.get("command") is not None else None
+    spec_command = _parse_command(data["command"]) if data.get("command") is not None else None
+    trainer = TrainerOptions.from_dict(data["trainer"]) if data.get("trainer") is not None else TrainerOptions()
 
     sampler_name, sampler_opts = _parse_named(data.get("sampler", "tpe"), "sampler")
     seed = sampler_opts.pop("seed", None)
@@ -447,7 +498,8 @@ def spec_from_dict(data: Any, *, default_name: str = "study") -> StudySpec:
     goal = _string(data.get("goal", "maximize"), "goal").lower()
     metric = data.get("metric")
     if metric is None:
-        metric = "reward" if command is None else DEFAULT_COMMAND_METRIC
+        external = data.get("command") is not None or bool(command)
+        metric = DEFAULT_COMMAND_METRIC if external else "reward"
     metric = _string(metric, "metric")
 
     fixed = dict(_mapping(data.get("fixed") or {}, "fixed"))
@@ -458,7 +510,7 @@ def spec_from_dict(data: Any, *, default_name: str = "study") -> StudySpec:
         name=_string(data.get("name", default_name), "name"),
         space=space,
         agent=agent,
-        command=command,
+        command=spec_command,
         env=_optional(data, "env", _string),
         fixed=fixed,
         metric=metric,
@@ -481,6 +533,7 @@ def spec_from_dict(data: Any, *, default_name: str = "study") -> StudySpec:
         max_failures=_integer(data.get("max_failures", 2), "max_failures", 0),
         trial_timeout=data.get("trial_timeout"),
         max_time=data.get("max_time"),
+        trainer=trainer,
     )
 
 
@@ -532,8 +585,56 @@ def spec_to_dict(spec: StudySpec) -> dict[str, Any]:
         "max_failures": spec.max_failures if spec.max_failures != 2 else None,
         "trial_timeout": spec.trial_timeout,
         "max_time": spec.max_time,
+        "trainer": spec.trainer.to_dict() or None,
     }
     return {k: _plain(v) for k, v in out.items() if v is not None}
+
+
+# Fields a resumed study may change (how much more to run, how); any other difference means the
+# stored trials answer another question, so resuming would mix two studies.
+RESUMABLE_CHANGES = ("trials", "parallel", "max_failed_trials", "sampler", "stop", "storage", "executor",
+                     "resume_from", "scale_tier", "population", "resources", "address", "max_failures",
+                     "trial_timeout", "max_time")
+
+
+def _diff(old: Any, new: Any, where: str, out: list[str]) -> None:
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        for key in old:
+            if key not in new:
+                out.append(f"{where}.{key}: removed (was {old[key]!r})")
+        for key in new:
+            if key not in old:
+                out.append(f"{where}.{key}: added ({new[key]!r})")
+            else:
+                _diff(old[key], new[key], f"{where}.{key}", out)
+    elif old != new or type(old) is not type(new) and not (_numeric(old) and _numeric(new)):
+        out.append(f"{where}: {old!r} -> {new!r}")
+
+
+def _numeric(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def spec_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What differs between a stored study's spec and a new one, as native-format mappings
+    (`spec_to_dict`, or a study directory's spec.yaml read back), ignoring the fields a resume
+    may change (`RESUMABLE_CHANGES`: trials, parallel, sampler, ...). Empty: same study.
+
+    One line per difference, naming the field: ``search_space.lr: removed (was {...})``,
+    ``search_space.learning_rate: added ({...})``, ``name: 'a' -> 'b'``.
+    """
+    out: list[str] = []
+    keys = [k for k in (*old, *(k for k in new if k not in old)) if k not in RESUMABLE_CHANGES]
+    defaults = {"early_stopping": False, "goal": "maximize"}
+    for key in keys:
+        a, b = old.get(key, defaults.get(key)), new.get(key, defaults.get(key))
+        if a is None and b is not None:
+            out.append(f"{key}: added ({b!r})")
+        elif b is None and a is not None:
+            out.append(f"{key}: removed (was {a!r})")
+        else:
+            _diff(a, b, key, out)
+    return out
 
 
 def dump_spec(spec: StudySpec, path: str | Path) -> Path:
@@ -553,7 +654,7 @@ def _read_yaml(path: Path) -> Any:
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
         raise UsageError(str(path), f"cannot read the spec file: {e}") from None
     try:
-        return yaml.safe_load(text)
+        return yamlsafe.load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path.name}:{mark.line + 1}" if mark is not None else path.name
@@ -576,7 +677,7 @@ def load_spec(path: str | Path, *, command: Sequence[str] | None = None) -> Stud
     if "trainingInput" in data:
         spec = gcp.spec_from_gcp(data, default_name=path.stem)
     else:
-        spec = spec_from_dict(data, default_name=path.stem)
+        spec = spec_from_dict(data, default_name=path.stem, command=command)
     if command:
         spec = with_command(spec, command)
     return spec

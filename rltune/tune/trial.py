@@ -64,7 +64,8 @@ def _run_external(task: TrialTask, report) -> dict[str, Any]:
     from rltune.tune.external import run_external_trial
 
     result = run_external_trial(list(task.command), task.params, task.trial_id, Path(task.trial_dir),
-                                task.metric, goal=task.goal, report=report)
+                                task.metric, goal=task.goal, report=report, fixed=task.fixed,
+                                options=task.trainer)
     if result.status == "failed":
         return {"status": "failed", "reason": result.reason}
     return {"status": result.status, "value": result.metric, "step": result.step,

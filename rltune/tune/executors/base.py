@@ -27,7 +27,9 @@ class TrialTask:
     params: dict[str, Any]  # the sampled hyperparameters
     agent: str | None = None  # built-in agent ...
     config: dict[str, Any] = field(default_factory=dict)  # ... and its full config
-    command: tuple[str, ...] | None = None  # or an external trainer
+    command: tuple[str, ...] | None = None  # or an external trainer ...
+    fixed: dict[str, Any] = field(default_factory=dict)  # ... its fixed values (the spec's `fixed:`)
+    trainer: Any = None  # ... and how it takes values and reports (external.TrainerOptions)
     metric: str = "reward"
     goal: str = "maximize"
     report_steps: tuple[int, ...] = ()  # scheduler boundaries (env steps)

@@ -25,35 +25,10 @@ from rltune.tune.executors.base import (Done, Event, ExecutorOptions, Failed, Tr
                                         event_from_message)
 
 
-_TRAINER_GROUPS: set[int] = set()  # process groups of the external trainers this worker runs
-
-
-def trainer_started(pgid: int) -> None:
-    """An external trainer runs in its own process group: SIGTERM to this worker kills it too."""
-    _TRAINER_GROUPS.add(pgid)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _kill_trainers_and_exit)
-
-
-def trainer_ended(pgid: int) -> None:
-    _TRAINER_GROUPS.discard(pgid)
-    if not _TRAINER_GROUPS and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a JAX trial dies at once, handler or not
-
-
-def _kill_trainers_and_exit(signum, frame) -> None:
-    for pgid in list(_TRAINER_GROUPS):
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-    os._exit(128 + signum)
-
-
 def detach_from_terminal_signals() -> None:
     """Ctrl-C and SIGTERM are the driver's to handle (it records running trials as interrupted
-    and stops us); and when the driver dies, so do we (Linux parent-death signal: SIGTERM, so
-    a running trainer's process group goes too)."""
+    and stops us); and when the driver dies, so do we (Linux parent-death signal: SIGTERM, on
+    which `run_external_trial` kills a running trainer's process group before we exit)."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -121,6 +96,7 @@ class LocalExecutor:
         self._workers: dict[int, tuple[mp.Process, object]] = {}  # worker id -> (process, inbox)
         self._idle: list[int] = []  # one entry per free slot
         self._trial_worker: dict[int, int] = {}
+        self._trial_dirs: dict[int, str] = {}
         self._orphaned: list[Event] = []
         self._next_worker = 0
 
@@ -153,6 +129,7 @@ class LocalExecutor:
     def submit(self, task: TrialTask) -> None:
         wid = self._idle.pop(0)
         self._trial_worker[task.trial_id] = wid
+        self._trial_dirs[task.trial_id] = task.trial_dir
         self._workers[wid][1].put(task)
 
     def events(self, timeout: float) -> list[Event]:
@@ -170,6 +147,7 @@ class LocalExecutor:
                 continue
             if isinstance(event, (Done, Failed)):
                 self._idle.append(self._trial_worker.pop(event.trial_id))
+                self._trial_dirs.pop(event.trial_id, None)
             events.append(event)
         events += self._dead_worker_events()
         events, self._orphaned = self._orphaned + events, []
@@ -187,6 +165,7 @@ class LocalExecutor:
             for trial_id, w in list(self._trial_worker.items()):
                 if w == wid:
                     del self._trial_worker[trial_id]
+                    self._kill_trainer(trial_id)  # a SIGKILLed worker could not do it
                     events.append(Failed(trial_id, reason))
             self._ensure_workers()
         return events
@@ -196,6 +175,13 @@ class LocalExecutor:
         if wid is not None and wid in self._workers:
             self._workers[wid][1].put(("decision", trial_id, decision))
 
+    def _kill_trainer(self, trial_id: int) -> None:
+        from rltune.tune.external import kill_trial_trainer
+
+        trial_dir = self._trial_dirs.pop(trial_id, None)
+        if trial_dir is not None:
+            kill_trial_trainer(trial_dir, grace_period=1.0)
+
     def kill(self, trial_id: int) -> None:
         """Kill the trial's worker process (its trainer goes with it) and start a fresh one."""
         wid = self._trial_worker.pop(trial_id, None)
@@ -203,6 +189,7 @@ class LocalExecutor:
             return
         proc, _ = self._workers.pop(wid)
         _terminate(proc)
+        self._kill_trainer(trial_id)
         self._idle = [w for w in self._idle if w != wid]
         for other, w in list(self._trial_worker.items()):  # members of a population go with it
             if w == wid:
@@ -220,5 +207,7 @@ class LocalExecutor:
             proc.join(timeout=5)
             if proc.is_alive():
                 _terminate(proc)
+        for trial_id in list(self._trial_dirs):  # trainers of workers that had to be SIGKILLed
+            self._kill_trainer(trial_id)
         self._workers.clear()
         self._idle.clear()

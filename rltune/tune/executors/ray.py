@@ -162,6 +162,14 @@ class _TrialActor:
         self.shipped[trial_id] = now
         return read_files(local, changed)
 
+    def kill_trainers(self) -> None:
+        """Kill the process groups of this actor's external trainers (before the actor is killed:
+        a trainer runs in its own session and would outlive it)."""
+        from rltune.tune.external import kill_trial_trainer
+
+        for trial_dir in self.workdir.glob("*"):
+            kill_trial_trainer(trial_dir, grace_period=1.0)
+
     def stop(self) -> None:
         self.inbox.put(None)
         self.thread.join(timeout=10)
@@ -180,6 +188,17 @@ class _Actor:
     @property
     def free(self) -> int:
         return 0 if self.ready_ref is not None else self.capacity - len(self.trials)
+
+
+def _kill_actor(actor: _Actor) -> None:
+    import ray
+
+    if actor.ready_ref is None and actor.trials:
+        try:
+            ray.get(actor.handle.kill_trainers.remote(), timeout=10)
+        except Exception:  # the actor is already gone, or hung: nothing more to do from here  # noqa: BLE001
+            pass
+    ray.kill(actor.handle)
 
 
 class RayExecutor:
@@ -361,7 +380,7 @@ class RayExecutor:
         actor = self.actors.pop(aid, None) if aid is not None else None
         if actor is None:
             return
-        ray.kill(actor.handle)
+        _kill_actor(actor)
         for other in actor.trials - {trial_id}:  # members of a population shard go with it
             self._forget(other)
             self._events.append(Failed(other, "stopped with a timed-out member of its population"))
@@ -375,7 +394,7 @@ class RayExecutor:
         stops = []
         for actor in self.actors.values():
             if force or actor.ready_ref is not None:
-                ray.kill(actor.handle)
+                _kill_actor(actor)
             else:
                 stops.append(actor.handle.stop.remote())
         if stops:
