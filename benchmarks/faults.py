@@ -33,6 +33,7 @@ SPEC = """
     name: faults
     command: [{python}, {trainer}, --steps, "6", --sleep, "0.15"]
     metric: reward
+    trainer: {{job_dir: true}}
     search_space:
       learning_rate: {{type: float, low: 1.0e-5, high: 1.0e-1, scale: log}}
     trials: {trials}

@@ -55,6 +55,7 @@ SPEC = """
     name: slow
     command: [{python}, {trainer}, --steps, "{steps}", --sleep, "{sleep}"]
     metric: reward
+    trainer: {{job_dir: true}}
     search_space:
       learning_rate: {{type: float, low: 1.0e-4, high: 1.0e-2, scale: log}}
     trials: {trials}
@@ -162,6 +163,7 @@ def test_grid_study_resumed_runs_every_point_exactly_once(tmp_path):
         name: grid
         command: [{sys.executable}, {TINY_TRAINER}, --steps, "3", --sleep, "0.3"]
         metric: reward
+        trainer: {{job_dir: true}}
         search_space:
           learning_rate: {{grid: [0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03]}}
         trials: 6
@@ -226,5 +228,5 @@ def test_corrupt_study_db_is_a_usage_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["tune", str(spec), "--out", str(out), "--resume"])
     assert exc.value.code == 2
-    assert "cannot open the study storage" in capsys.readouterr().err
+    assert "study.db" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["lock", "study.db"]  # spec.yaml not written

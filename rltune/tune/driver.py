@@ -96,8 +96,8 @@ class StudyDriver:
     def _run(self) -> StudyResult:
         from rltune.tune.samplers import make_sampler
 
-        (self.study_dir / "trials").mkdir(exist_ok=True)
         study = self.storage.open(sampler=None, resume=self.resume)
+        (self.study_dir / "trials").mkdir(exist_ok=True)
         dump_spec(self.spec, self.study_dir / "spec.yaml")
         self.storage.import_previous()
         for t in self.storage.recover():
