@@ -408,3 +408,35 @@ def subprocess_run(code: str):
 
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     return subprocess.Popen([sys.executable, "-c", code], env=env)
+
+
+def test_native_spec_drives_the_strict_trainer_end_to_end(tmp_path):
+    """`rltune tune` with a `trainer:` block and `fixed:` values: the strict kebab-case trainer
+    gets exactly its flags, runs in its trial dir, and its max score is the trial's value."""
+    from rltune.cli import main
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"""
+name: strict
+command: [{sys.executable}, {KEBAB}]
+metric: episode/score
+trainer: {{flag_style: space, kebab_case: true, cwd: trial, aggregate: max}}
+fixed: {{num_layers: 2, run_name: e2e, out_json: args.json}}
+search_space:
+  learning_rate: {{type: float, low: 1.0e-4, high: 1.0e-2, scale: log}}
+trials: 2
+parallel: 2
+sampler: {{name: random, seed: 0}}
+""")
+    out = tmp_path / "study"
+    assert main(["tune", str(spec), "--out", str(out)]) == 0
+    import csv
+
+    with (out / "trials.csv").open() as fh:
+        table = list(csv.DictReader(fh))
+    assert [r["state"] for r in table] == ["COMPLETE", "COMPLETE"]
+    for r in table:
+        lr = float(r["learning_rate"])
+        assert float(r["episode/score"]) == pytest.approx(max(expected_scores(lr, 4)), abs=1e-5)
+        args = json.loads((out / "trials" / r["number"] / "args.json").read_text())
+        assert (args["num_layers"], args["run_name"]) == (2, "e2e")
