@@ -90,7 +90,10 @@ def run(trials: int, rounds: int, seed: int) -> int:
                     break
                 print(f"final run exited {proc.returncode}: {err.strip()[-300:]}")
                 continue
-            time.sleep(rng.uniform(3.0, 8.0))
+            end = time.time() + 120  # let the driver start (imports, its first trials), then a random delay
+            while time.time() < end and proc.poll() is None and not list(out.glob("trials/*/pid")):
+                time.sleep(0.2)
+            time.sleep(rng.uniform(0.5, 5.0))
             ever |= recorded_pids(out)
             what = rng.choice(list(kills))
             if proc.poll() is not None:
