@@ -33,19 +33,32 @@ class MLP(nn.Module):
 
 
 class ActorCritic(nn.Module):
-    """Separate actor and critic MLPs. Discrete: logits. Continuous: mean and a learned log std."""
+    """Actor and critic MLPs. Discrete: logits. Continuous: mean and a learned, state-independent
+    log std. `shared_torso`: one hidden stack feeds both heads (A3C's layout); `critic=False`:
+    no value head (the value is 0: REINFORCE without a baseline)."""
 
     hidden: Sequence[int]
     action_dim: int
     discrete: bool
     activation: str = "tanh"
     obs_ndim: int = 1  # trailing dims that make one observation; they are flattened
+    critic: bool = True
+    shared_torso: bool = False
 
     @nn.compact
     def __call__(self, obs):
         obs = obs.reshape((*obs.shape[: obs.ndim - self.obs_ndim], -1))
-        actor_out = MLP(self.hidden, self.action_dim, self.activation, head_scale=0.01)(obs)
-        value = MLP(self.hidden, 1, self.activation, head_scale=1.0)(obs)[..., 0]
+        if self.shared_torso:
+            act = ACTIVATIONS[self.activation]
+            x = obs
+            for width in self.hidden:
+                x = act(_dense(width, np.sqrt(2))(x))
+            actor_out = _dense(self.action_dim, 0.01)(x)
+            value = _dense(1, 1.0)(x)[..., 0] if self.critic else jnp.zeros(obs.shape[:-1], obs.dtype)
+        else:
+            actor_out = MLP(self.hidden, self.action_dim, self.activation, head_scale=0.01)(obs)
+            value = (MLP(self.hidden, 1, self.activation, head_scale=1.0)(obs)[..., 0] if self.critic
+                     else jnp.zeros(obs.shape[:-1], obs.dtype))
         if self.discrete:
             return actor_out, value
         log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))
