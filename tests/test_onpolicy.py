@@ -23,7 +23,7 @@ def test_value_of_a_constant_reward_env_bootstraps_through_truncation(module, ti
     # return at the truncation instead would give the finite-horizon mean, about 6.5.
     extra = {"anneal_lr": False} if module is a2c else {}
     config = from_dict(module.Config, {**tiny, **extra, "env": "Probe-Truncation-v0", "gamma": 0.9,
-                                       "learning_rate": 1e-2, "total_steps": 20_000, "ent_coef": 0.0})
+                                       "learning_rate": 2e-2, "total_steps": 8_000, "ent_coef": 0.0})
     state, _ = module.train_segment(config, module.init(config), config.num_updates)
     assert abs(_value_at_zero(module, config, state) - 10.0) < 0.5
 
@@ -32,7 +32,7 @@ def test_value_of_a_constant_reward_env_bootstraps_through_truncation(module, ti
 def test_gaussian_policy_moves_to_the_rewarding_action(module, tiny):
     # One-step episodes, reward 1 - (a - x/2)^2: the mean of the Gaussian must go to x / 2.
     config = from_dict(module.Config, {**tiny, "env": "Probe-Continuous-v0", "learning_rate": 1e-2,
-                                       "total_steps": 30_000, "ent_coef": 0.0})
+                                       "total_steps": 12_000, "ent_coef": 0.0})
     state = module.init(config)
     act = module.policy_fn(config, env_info(config.env))
     obs = np.array([[-0.8], [0.0], [0.8]], np.float32)
@@ -48,7 +48,7 @@ def test_gaussian_policy_moves_to_the_rewarding_action(module, tiny):
 @pytest.mark.parametrize("module,tiny", [(pg, PG_TINY), (a2c, A2C_TINY)], ids=["pg", "a2c"])
 def test_learns_the_sign_probe_policy(module, tiny):
     config = from_dict(module.Config, {**tiny, "env": "Probe-Sign-v0", "learning_rate": 1e-2,
-                                       "total_steps": 10_000})
+                                       "total_steps": 4_000})
     state, metrics = module.train_segment(config, module.init(config), config.num_updates)
     assert float(metrics["episode_return"]) > 0.95
     act = module.policy_fn(config, env_info(config.env))
