@@ -33,6 +33,9 @@ class A2CConfig(on.OnPolicyConfig):
     gae_lambda: float = param(1.0, "GAE lambda; 1 gives A3C's n-step returns.", low=0.0, high=1.0)
     ent_coef: float = param(0.01, "Entropy bonus coefficient.", low=0.0)
     vf_coef: float = param(0.5, "Value loss coefficient.", low=0.0)
+    reward_scale: float = param(1.0, "Rewards are multiplied by this in the update (the reported "
+                                "returns are not): keeps values near 1 when rewards are large.",
+                                low=0.0, low_exclusive=True)
     max_grad_norm: float = param(0.5, "Gradient clipping by global norm.", low=0.0, low_exclusive=True)
     optimizer: str = param("rmsprop", "Optimizer.", choices=("rmsprop", "adam"), static=True)
     rms_decay: float = param(0.99, "RMSprop decay of the squared-gradient average.", low=0.0, high=1.0)
@@ -83,6 +86,7 @@ def _loss(params, network, info: EnvInfo, hp, normalize: bool, traj: on.Transiti
 # ---------------------------------------------------------------- update: n-step returns, one step
 def _update(config: A2CConfig, info: EnvInfo, network, hp, params, opt_state, traj, last_obs, rng, update):
     del rng  # the update is deterministic given the rollout
+    traj = traj._replace(reward=traj.reward * hp["reward_scale"])
     adv, targets = on.advantages(network, params, traj, last_obs, hp["gamma"], hp["gae_lambda"])
     grads, metrics = jax.grad(_loss, has_aux=True)(params, network, info, hp, config.normalize_advantages,
                                                    traj, adv, targets)

@@ -40,6 +40,8 @@ class PGConfig(on.OnPolicyConfig):
     normalize_advantages: bool = param(True, "Normalize the returns minus baseline per update "
                                        "(mean 0, std 1).", static=True)
     max_grad_norm: float = param(1.0, "Gradient clipping by global norm.", low=0.0, low_exclusive=True)
+    max_updates: int = param(0, "Stop after this many gradient updates (0: no cap): training ends at "
+                             "total_steps or max_updates, whichever comes first.", low=0, static=True)
     hidden_size: int = param(64, "Units per hidden layer (policy and baseline).", low=1, static=True)
     hidden_layers: int = param(2, "Hidden layers (policy and baseline).", low=1, static=True)
     activation: str = param("tanh", "Hidden activation.", choices=("tanh", "relu"), static=True)
@@ -47,6 +49,11 @@ class PGConfig(on.OnPolicyConfig):
     @property
     def rollout_length(self) -> int:
         return self.batch_size // self.num_envs
+
+    @property
+    def num_updates(self) -> int:
+        by_steps = max(1, self.total_steps // self.batch_size)
+        return min(by_steps, self.max_updates) if self.max_updates else by_steps
 
     def check(self) -> None:
         if self.batch_size % self.num_envs:
