@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -44,10 +45,21 @@ class ActorCritic(nn.Module):
     obs_ndim: int = 1  # trailing dims that make one observation; they are flattened
     critic: bool = True
     shared_torso: bool = False
+    # Observations normalized by a running mean and variance held in the "obs_stats" collection
+    # (updated outside the gradient step, see rltune.agents._onpolicy.update_obs_stats), so the
+    # statistics travel with the parameters into checkpoints, evaluation and load_agent.
+    normalize_obs: bool = False
 
     @nn.compact
     def __call__(self, obs):
         obs = obs.reshape((*obs.shape[: obs.ndim - self.obs_ndim], -1))
+        if self.normalize_obs:
+            features = obs.shape[-1:]
+            mean = self.variable("obs_stats", "mean", lambda: jnp.zeros(features, jnp.float32)).value
+            var = self.variable("obs_stats", "var", lambda: jnp.ones(features, jnp.float32)).value
+            self.variable("obs_stats", "count", lambda: jnp.full((), 1e-4, jnp.float32))
+            mean, var = jax.lax.stop_gradient(mean), jax.lax.stop_gradient(var)
+            obs = jnp.clip((obs - mean) / jnp.sqrt(var + 1e-8), -10.0, 10.0)
         if self.shared_torso:
             act = ACTIVATIONS[self.activation]
             x = obs

@@ -102,3 +102,55 @@ def test_pg_rejects_a_batch_that_num_envs_does_not_divide():
     with pytest.raises(UsageError) as exc:
         from_dict(pg.Config, {"num_envs": 3, "batch_size": 64})
     assert exc.value.field == "batch_size"
+
+
+def test_a2c_gymnasium_host_loop_gaussian_trains_and_loads(tmp_path):
+    from rltune.policy import load_agent
+    from rltune.runner import RunOptions, train
+
+    config = from_dict(a2c.Config, {**A2C_TINY, "env": "Pendulum-v1", "backend": "gymnasium", "total_steps": 32 * 3,
+                                    "reward_window": 5})
+    summary = train("a2c", config, tmp_path, options=RunOptions(segment_steps=64, eval_episodes=1))
+    assert summary["env_steps"] == 96 and np.isfinite(summary["metrics"]["loss"])
+    agent = load_agent(tmp_path)
+    action = agent.act(np.zeros(3, np.float32))
+    assert action.shape == (1,) and abs(float(action[0])) <= 2.0
+
+
+def test_observation_normalization_tracks_the_rollouts():
+    from rltune.agents import _onpolicy as on
+
+    config = from_dict(a2c.Config, {**A2C_TINY, "env": "CartPole-v1", "total_steps": 32 * 3, "normalize_obs": True})
+    state = a2c.init(config)
+    seen = []
+    for _ in range(3):  # the statistics after update k cover the rollouts 1..k
+        after, traj = on.rollout(config, env_info(config.env), a2c.make_algo(config, env_info(config.env)), state)
+        seen.append(np.asarray(traj.obs).reshape(-1, 4))
+        state, _ = a2c.train_segment(config, state, 1)
+    stats = state.params["obs_stats"]
+    obs = np.concatenate(seen)
+    np.testing.assert_allclose(float(stats["count"]), len(obs), rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(stats["mean"]), obs.mean(0), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(stats["var"]), obs.var(0), rtol=1e-3, atol=1e-4)
+
+
+def test_mujoco_hopper_host_loop_saves_observation_statistics_that_load_agent_applies(tmp_path):
+    import dataclasses
+
+    from rltune.agents import ppo
+    from rltune.policy import load_agent
+    from rltune.runner import RunOptions, train
+
+    config = from_dict(ppo.Config, {"env": "Hopper-v5", "num_envs": 2, "num_steps": 16, "num_minibatches": 2,
+                                    "update_epochs": 1, "hidden_size": 16, "total_steps": 64,
+                                    "normalize_obs": True})
+    summary = train("ppo", config, tmp_path, options=RunOptions(segment_steps=32, eval_episodes=1))
+    assert summary["env_steps"] == 64 and summary["eval"]["backend"] == "gymnasium"
+    agent = load_agent(tmp_path, "last")
+    stats = agent.params["obs_stats"]
+    assert float(stats["count"]) == pytest.approx(64, rel=1e-3)
+    obs = np.random.default_rng(0).normal(size=(5, 11)).astype(np.float32)
+    normalized = np.clip((obs - stats["mean"]) / np.sqrt(stats["var"] + 1e-8), -10, 10)
+    plain = dataclasses.replace(ppo.make_network(config, agent.info), normalize_obs=False)
+    (mean, _), _ = plain.apply({"params": agent.params["params"]}, normalized)
+    np.testing.assert_allclose(agent.act(obs), np.clip(np.asarray(mean), -1, 1), rtol=1e-4, atol=1e-5)

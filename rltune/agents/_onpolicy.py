@@ -190,6 +190,22 @@ def apply_lr(params, updates, lr):
     return jax.tree.map(lambda p, u: p - lr * u, params, updates)
 
 
+def update_obs_stats(params, obs):
+    """Merge a rollout's observations into the running mean/variance of a network built with
+    `normalize_obs` (Chan et al.'s parallel update); other parameters are returned unchanged."""
+    if "obs_stats" not in params:
+        return params
+    stats = params["obs_stats"]
+    x = obs.reshape((-1, stats["mean"].shape[0])).astype(jnp.float32)
+    n = jnp.asarray(x.shape[0], jnp.float32)
+    batch_mean, batch_var = x.mean(0), x.var(0)
+    total = stats["count"] + n
+    delta = batch_mean - stats["mean"]
+    mean = stats["mean"] + delta * n / total
+    m2 = stats["var"] * stats["count"] + batch_var * n + delta ** 2 * stats["count"] * n / total
+    return {**params, "obs_stats": {"mean": mean, "var": m2 / total, "count": total}}
+
+
 # ---------------------------------------------------------------- init
 def init(make_algo, config, rng=None) -> OnPolicyState:
     info = env_info(config.env, config.backend)
@@ -264,6 +280,9 @@ def learn(config, algo: Algo, hp, state: OnPolicyState, traj: Transition):
     rng, key = jax.random.split(state.rng)
     params, opt_state, metrics = algo.update(hp, state.params, state.opt_state, traj, state.obs, key,
                                              state.update)
+    # The next rollout normalizes with statistics that include this one (the update above used
+    # the ones it was collected with, so log pi of the rollout stays consistent).
+    params = update_obs_stats(params, traj.obs)
     state = state.replace(params=params, opt_state=opt_state, rng=rng, update=state.update + 1,
                           env_steps=state.env_steps + config.steps_per_update)
     return state, metrics

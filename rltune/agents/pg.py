@@ -45,6 +45,9 @@ class PGConfig(on.OnPolicyConfig):
     hidden_size: int = param(64, "Units per hidden layer (policy and baseline).", low=1, static=True)
     hidden_layers: int = param(2, "Hidden layers (policy and baseline).", low=1, static=True)
     activation: str = param("tanh", "Hidden activation.", choices=("tanh", "relu"), static=True)
+    normalize_obs: bool = param(False, "Normalize observations by a running mean and std, updated "
+                                "after every rollout and saved with the parameters (evaluation and "
+                                "load_agent apply it). For MuJoCo.", static=True)
 
     @property
     def rollout_length(self) -> int:
@@ -69,7 +72,7 @@ METRIC_NAMES = ("loss", "policy_loss", "value_loss", "entropy", "complete_fracti
 def make_network(config: PGConfig, info: EnvInfo) -> ActorCritic:
     return ActorCritic(hidden=(config.hidden_size,) * config.hidden_layers, action_dim=info.num_actions,
                        discrete=info.discrete, activation=config.activation, obs_ndim=len(info.obs_shape),
-                       critic=config.baseline)
+                       critic=config.baseline, normalize_obs=config.normalize_obs)
 
 
 def _optimizer(hp) -> optax.GradientTransformation:

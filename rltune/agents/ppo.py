@@ -39,6 +39,9 @@ class PPOConfig(on.OnPolicyConfig):
     hidden_size: int = param(64, "Units per hidden layer (actor and critic).", low=1, static=True)
     hidden_layers: int = param(2, "Hidden layers (actor and critic).", low=1, static=True)
     activation: str = param("tanh", "Hidden activation.", choices=("tanh", "relu"), static=True)
+    normalize_obs: bool = param(False, "Normalize observations by a running mean and std, updated "
+                                "after every rollout and saved with the parameters (evaluation and "
+                                "load_agent apply it). For MuJoCo.", static=True)
 
     @property
     def rollout_length(self) -> int:
@@ -63,7 +66,8 @@ METRIC_NAMES = ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "cl
 def make_network(config: PPOConfig, info: EnvInfo) -> ActorCritic:
     return ActorCritic(hidden=(config.hidden_size,) * config.hidden_layers,
                        action_dim=info.num_actions, discrete=info.discrete,
-                       activation=config.activation, obs_ndim=len(info.obs_shape))
+                       activation=config.activation, obs_ndim=len(info.obs_shape),
+                       normalize_obs=config.normalize_obs)
 
 
 def _optimizer(hp) -> optax.GradientTransformation:
