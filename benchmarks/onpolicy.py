@@ -28,7 +28,7 @@ RUNS = {
     # Pendulum's rewards (down to -16 a step) make values of -100 and more: scaled by 0.1, with
     # a short horizon (gamma 0.9, GAE 0.9), Adam, normalized advantages, clipping at 10 not 0.5.
     "a2c-pendulum": ("a2c", "Pendulum-v1", 1_000_000, -250.0, {
-        "num-envs": 16, "t-max": 8, "gamma": 0.9, "gae-lambda": 0.9, "learning-rate": 1e-3,
+        "num-envs": 16, "t-max": 8, "gamma": 0.9, "gae-lambda": 0.9, "learning-rate": 2e-3,
         "ent-coef": 0.0, "optimizer": "adam", "normalize-advantages": "true", "reward-scale": 0.1,
         "max-grad-norm": 10.0}),
     "ppo-cartpole": ("ppo", "CartPole-v1", 500_000, 475.0, {}),
