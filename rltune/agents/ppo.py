@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +41,9 @@ class PPOConfig(on.OnPolicyConfig):
     normalize_obs: bool = param(False, "Normalize observations by a running mean and std, updated "
                                 "after every rollout and saved with the parameters (evaluation and "
                                 "load_agent apply it). For MuJoCo.", static=True)
+    reward_scale: float = param(1.0, "Rewards are multiplied by this in the update (the reported "
+                                "returns are not): keeps values near 1 when rewards are large.",
+                                low=0.0, low_exclusive=True)
 
     @property
     def rollout_length(self) -> int:
@@ -98,6 +100,7 @@ def _loss(params, network, info, hp, batch):
 
 # ---------------------------------------------------------------- update: GAE, then epochs of SGD
 def _update(config: PPOConfig, info: EnvInfo, network, hp, params, opt_state, traj, last_obs, rng, update):
+    traj = traj._replace(reward=traj.reward * hp["reward_scale"])
     adv, targets = on.advantages(network, params, traj, last_obs, hp["gamma"], hp["gae_lambda"])
     tx = _optimizer(hp)
     lr = on.linear_decay(hp["learning_rate"], update, config.num_updates) if config.anneal_lr \
