@@ -105,7 +105,10 @@ def trace_problems(name: str, module: ModuleType, config) -> list[str]:
     if not (isinstance(config.num_updates, int) and config.num_updates >= 1):
         problems.append(f"{name}: num_updates must be an int >= 1, got {config.num_updates!r}")
     static, hp = module.split_config(config)
-    hash(static)
+    try:
+        hash(static)
+    except TypeError:
+        problems.append(f"{name}: split_config's static part must be hashable (it keys the compile cache)")
     if set(hp) != set(traced_fields(type(config))):
         problems.append(f"{name}: split_config's hp keys {sorted(hp)} are not the traced fields "
                         f"{sorted(traced_fields(type(config)))}")
