@@ -41,6 +41,8 @@ class CommonConfig:
     num_envs: int = param(4, "Parallel environments (vectorized, auto-reset).", low=1, static=True)
     backend: str = param("auto", "Environment backend: auto picks gymnax when the id exists there.",
                          choices=("auto", "gymnax", "gymnasium"), static=True)
+    reward_window: int = param(100, "Completed episodes in the reported reward's moving average "
+                               "(the 'reward' metric a tuner optimizes).", low=1, static=True)
 
 
 def field_types(cls) -> dict[str, type]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -33,19 +34,43 @@ class MLP(nn.Module):
 
 
 class ActorCritic(nn.Module):
-    """Separate actor and critic MLPs. Discrete: logits. Continuous: mean and a learned log std."""
+    """Actor and critic MLPs. Discrete: logits. Continuous: mean and a learned, state-independent
+    log std. `shared_torso`: one hidden stack feeds both heads (A3C's layout); `critic=False`:
+    no value head (the value is 0: REINFORCE without a baseline)."""
 
     hidden: Sequence[int]
     action_dim: int
     discrete: bool
     activation: str = "tanh"
     obs_ndim: int = 1  # trailing dims that make one observation; they are flattened
+    critic: bool = True
+    shared_torso: bool = False
+    # Observations normalized by a running mean and variance held in the "obs_stats" collection
+    # (updated outside the gradient step, see rltune.agents._onpolicy.update_obs_stats), so the
+    # statistics travel with the parameters into checkpoints, evaluation and load_agent.
+    normalize_obs: bool = False
 
     @nn.compact
     def __call__(self, obs):
         obs = obs.reshape((*obs.shape[: obs.ndim - self.obs_ndim], -1))
-        actor_out = MLP(self.hidden, self.action_dim, self.activation, head_scale=0.01)(obs)
-        value = MLP(self.hidden, 1, self.activation, head_scale=1.0)(obs)[..., 0]
+        if self.normalize_obs:
+            features = obs.shape[-1:]
+            mean = self.variable("obs_stats", "mean", lambda: jnp.zeros(features, jnp.float32)).value
+            var = self.variable("obs_stats", "var", lambda: jnp.ones(features, jnp.float32)).value
+            self.variable("obs_stats", "count", lambda: jnp.full((), 1e-4, jnp.float32))
+            mean, var = jax.lax.stop_gradient(mean), jax.lax.stop_gradient(var)
+            obs = jnp.clip((obs - mean) / jnp.sqrt(var + 1e-8), -10.0, 10.0)
+        if self.shared_torso:
+            act = ACTIVATIONS[self.activation]
+            x = obs
+            for width in self.hidden:
+                x = act(_dense(width, np.sqrt(2))(x))
+            actor_out = _dense(self.action_dim, 0.01)(x)
+            value = _dense(1, 1.0)(x)[..., 0] if self.critic else jnp.zeros(obs.shape[:-1], obs.dtype)
+        else:
+            actor_out = MLP(self.hidden, self.action_dim, self.activation, head_scale=0.01)(obs)
+            value = (MLP(self.hidden, 1, self.activation, head_scale=1.0)(obs)[..., 0] if self.critic
+                     else jnp.zeros(obs.shape[:-1], obs.dtype))
         if self.discrete:
             return actor_out, value
         log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))

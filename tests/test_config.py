@@ -67,7 +67,8 @@ def test_unknown_field_in_yaml_names_it():
 
 def test_traced_and_static_fields():
     traced = set(traced_fields(PPOConfig))
-    assert {"learning_rate", "gamma", "gae_lambda", "clip_eps", "ent_coef", "vf_coef", "max_grad_norm"} == traced
+    assert {"learning_rate", "gamma", "gae_lambda", "clip_eps", "ent_coef", "vf_coef", "max_grad_norm",
+            "reward_scale"} == traced
 
 
 def test_compilation_cache_is_written_and_can_be_turned_off(tmp_path):

@@ -88,14 +88,16 @@ def test_gymnasium_host_loop_trains_and_resumes(tmp_path):
 
 def test_host_loop_update_equals_the_compiled_update():
     """Same rollout in, same parameters out: the host loop's jitted learn step is the compiled path's."""
+    from rltune.agents import _onpolicy as on
+
     config = make(env="CartPole-v1", total_steps=64)
     static, hp = ppo.split_config(config)
     info = ppo.env_info("CartPole-v1", "auto")
     state = ppo.init(config)
-    network = ppo.make_network(static, info)
-    state_after, traj = ppo._rollout(static, info, network, state)
-    compiled, _ = ppo._learn(static, info, hp, state_after, traj)
-    _, learn = ppo._host_fns(static, info)
+    algo = ppo.make_algo(static, info)
+    state_after, traj = on.rollout(static, info, algo, state)
+    compiled, _ = on.learn(static, algo, hp, state_after, traj)
+    _, learn, _ = on.host_fns(ppo.make_algo, static, info)
     hosted, _ = learn(hp, state_after, traj)
     for a, b in zip(jax.tree.leaves(compiled.params), jax.tree.leaves(hosted.params)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)

@@ -139,14 +139,14 @@ def init(make_algo, config, rng=None) -> OffPolicyState:
                   grad_steps=learner.grad_steps, replay=replay, rng=rng)
     if host:
         venv = gym_vec.VecEnv(config.env, config.num_envs, config.seed)
-        episodes = jax.tree.map(np.asarray, init_episode_stats(config.num_envs))
+        episodes = jax.tree.map(np.asarray, init_episode_stats(config.num_envs, config.reward_window))
         return OffPolicyState(**common, env_state=None, obs=None, episodes=episodes,
                               update=np.zeros((), np.int64), env_steps=np.zeros((), np.int64),
                               host=HostEnv(venv, np.random.default_rng(config.seed)))
     env, env_params = make_gymnax(config.env)
     obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_env, config.num_envs), env_params)
     return OffPolicyState(**common, env_state=env_state, obs=obs.astype(jnp.float32),
-                          episodes=init_episode_stats(config.num_envs),
+                          episodes=init_episode_stats(config.num_envs, config.reward_window),
                           update=jnp.zeros((), jnp.int32), env_steps=jnp.zeros((), jnp.int32))
 
 
