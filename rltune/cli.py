@@ -1,4 +1,4 @@
-"""The `rltune` command: train | eval | tune | simulate.
+"""The `rltune` command: train | eval | tune | simulate | status | report | record.
 
 Usage errors (unknown flag, wrong type, out-of-range value, malformed file) exit with status 2
 and a message naming the field, before anything is written.
@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
 _OPTIONAL_COMMANDS = [
     ("tune", "rltune.tune.cli", "Run a tuning study from a YAML spec."),
     ("simulate", "rltune.simulate", "Replay learning curves through early-termination schedulers."),
+    ("status", "rltune.status", "Show a running or finished study's progress (reads only)."),
+    ("report", "rltune.report", "Write a self-contained HTML report of a study or a training run."),
+    ("record", "rltune.record", "Record a video of an agent (after training, or --before)."),
 ]
 
 
