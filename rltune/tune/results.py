@@ -135,16 +135,18 @@ def _table(header: list[str], body: list[list[str]], width: int, numeric: set[in
     numeric = {keep.index(j) for j in numeric if j in keep}
     legend = []
     widths = [max([len(h)] + [len(r[j]) for r in body]) for j, h in enumerate(header)]
-    if sum(widths) + 2 * (len(widths) - 1) > width:
+    free_text = bool(header) and len(numeric) < len(header) and (len(header) - 1) not in numeric
+    keep_text = min(widths[-1], 16) if free_text else widths[-1]  # a reason keeps 16 chars before names shrink
+    if sum(widths[:-1]) + keep_text + 2 * (len(widths) - 1) > width:
         for j, h in enumerate(header):
             values = max([len(r[j]) for r in body] + [2])
-            if len(h) > values:
-                short = _abbreviate(h, values)
+            if len(h) > max(values, 6):
+                short = _abbreviate(h, max(values, 6))
                 legend.append(f"{short}={h}")
                 header[j] = short
         widths = [max([len(h)] + [len(r[j]) for r in body]) for j, h in enumerate(header)]
     total = sum(widths) + 2 * (len(widths) - 1)
-    if total > width and widths:  # the last column is free text (reason): cut it
+    if total > width and free_text:  # the last column is free text (reason): cut it
         widths[-1] = max(len(header[-1]), widths[-1] - (total - width))
 
     def line(cells):
