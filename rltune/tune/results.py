@@ -327,6 +327,7 @@ class StudyView:
     trials: list[TrialRow]
     started: float | None  # first trial's start (POSIX seconds)
     storage: str
+    frozen: list = field(default_factory=list)  # Optuna FrozenTrials, for Optuna's own analyses
 
     @property
     def best(self) -> TrialRow | None:
@@ -398,7 +399,7 @@ def read_study(study_dir: str | Path, storage: str | None = None) -> StudyView:
             row.state = "PAUSED"  # waiting at a scheduler barrier
         rows.append(row)
     starts = [r.started for r in rows if r.started]
-    return StudyView(study_dir, spec, rows, min(starts) if starts else None, url)
+    return StudyView(study_dir, spec, rows, min(starts) if starts else None, url, list(frozen))
 
 
 def _flat_result(attrs: Mapping[str, Any]) -> dict[str, Any]:
