@@ -94,12 +94,15 @@ def _note(text: str) -> str:
     return f'<p class="note">{html.escape(text)}</p>'
 
 
-def _legend_states(ax, states) -> None:
+def _legend_states(ax, states, above: bool = False) -> None:
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=STATE_COLOR[s], marker="o", linestyle="", label=STATE_LABEL[s])
                for s in STATE_COLOR if s in states]
-    if handles:
+    if handles and above:
+        ax.legend(handles=handles, loc="lower right", bbox_to_anchor=(1, 1), ncol=len(handles), fontsize=8,
+                  frameon=False)
+    elif handles:
         ax.legend(handles=handles, loc="best", fontsize=8)
 
 
@@ -272,8 +275,9 @@ def timeline_plot(trials, started: float | None) -> str:
                     color="white")
     ax.set_xlabel("seconds since the study started")
     ax.set_ylabel("slot")
+    ax.set_yticks(range(max(slots.values()) + 1))
     ax.invert_yaxis()
-    _legend_states(ax, {p[3] for p in pieces})
+    _legend_states(ax, {p[3] for p in pieces}, above=True)
     return _plot(fig, "timeline", "Trials on slots over time, labelled by trial number and coloured by how the "
                  "stretch ended (a paused trial frees its slot and resumes later).")
 
