@@ -287,6 +287,8 @@ def metrics_plot(lines: list[dict]) -> str:
             and any(isinstance(m.get(k), (int, float)) for m in lines)]
     if not keys:
         return _note("metrics.jsonl has no metric yet.")
+    from matplotlib.ticker import MaxNLocator
+
     cols = min(3, len(keys))
     rows = math.ceil(len(keys) / cols)
     fig = _figure(3.2 * cols, 2.6 * rows)
@@ -298,6 +300,7 @@ def metrics_plot(lines: list[dict]) -> str:
             ax.plot(*zip(*pts), lw=1.2)
         ax.set_title(key, fontsize=9)
         ax.tick_params(labelsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(4))
     for j in range(len(keys), rows * cols):
         axes[j // cols][j % cols].set_axis_off()
     return _plot(fig, "metrics", "Every metric of the run against env steps (metrics.jsonl).")
@@ -345,7 +348,8 @@ def trials_table_html(trials, names, metric: str, best_number: int | None) -> st
 CSS = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:960px;color:#222}
 h1{font-size:1.5em} h2{font-size:1.2em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
-figure{margin:1em 0} figure img, figure video{max-width:100%} figcaption{font-size:.85em;color:#555}
+figure{margin:1em 0} figure img, figure video{max-width:100%}
+figure.video{display:inline-block;width:46%;margin-right:2%;vertical-align:top} figcaption{font-size:.85em;color:#555}
 table.trials{border-collapse:collapse;font-size:.85em} table.trials td,table.trials th{padding:2px 8px;
 border-bottom:1px solid #eee;text-align:right} tr.best{background:#e8f5e9;font-weight:bold}
 pre{background:#f6f8fa;padding:.8em;font-size:.85em;overflow:auto} .note{color:#777;font-style:italic}
