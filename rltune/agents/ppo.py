@@ -259,6 +259,11 @@ def _current_lr(config: PPOConfig, hp, update):
     return hp["learning_rate"] * jnp.maximum(frac, 0.0)
 
 
+def learning_rate_at(config: PPOConfig, update: int) -> float:
+    """The learning rate at `update` (logged by the runner)."""
+    return float(_current_lr(config, {"learning_rate": config.learning_rate}, jnp.asarray(update)))
+
+
 def _sgd(config, info, network, hp, state: PPOState, traj, adv, targets):
     tx = _optimizer(hp)
     lr = _current_lr(config, hp, state.update)

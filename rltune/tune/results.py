@@ -272,6 +272,13 @@ def render_live(trials: Iterable[Any], param_names: Sequence[str], *, name: str,
     return "\n".join(lines)
 
 
+def tb_run_name(number: int, params: Mapping[str, Any], limit: int = 200) -> str:
+    """A trial's TensorBoard run name (a directory name): `trial-3 learning_rate=1.51e-3 gamma=0.983`,
+    so `tensorboard --logdir STUDY/trials` says which trial and params each curve is."""
+    text = f"trial-{number} " + " ".join(f"{k}={fmt(v)}" for k, v in params.items())
+    return text.strip().replace("/", "_").replace("\\", "_")[:limit]
+
+
 # ---------------------------------------------------------------- files
 def write_trials_csv(path: str | Path, trials: Iterable[Any], param_names: Sequence[str], metric: str) -> None:
     """trials.csv (full precision; written to a temporary file and renamed, so a reader never
