@@ -48,6 +48,10 @@ def run(args) -> int:
     out = Path(args.out) if args.out else path / "report.html"
     if out.suffix.lower() not in (".html", ".htm"):
         raise UsageError("--out", f"the report is an HTML file: give a name ending in .html (got {out})")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UsageError("report", "plots need the report extra: pip install 'rltune[report]'") from None
     page = build_report(path, storage=args.storage)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page)

@@ -71,3 +71,19 @@ def test_run_report_embeds_both_videos_and_every_metric(run_dir):
     page = run_report(run_dir)
     assert page.count("<video") == 2 and "before training" in page and "after training" in page
     assert page.count('<figure class="plot">') == 1 and "<script" not in page
+
+
+def test_record_best_of_a_study_directory(run_dir, tmp_path, capsys):
+    import json
+    import shutil
+
+    from rltune.record import record_best
+
+    study = tmp_path / "study"
+    shutil.copytree(run_dir, study / "trials" / "3")
+    (study / "trials" / "4").mkdir()  # an external trainer's trial: no rltune checkpoint
+    (study / "summary.json").write_text(json.dumps({"best": {"number": 3}}))
+    path = record_best(study)
+    assert path == study / "best.mp4" and len(mp4_frames(path)) > 20
+    assert record_best(study, 4) is None
+    assert "no rltune checkpoint" in capsys.readouterr().out
