@@ -150,7 +150,7 @@ def curves_plot(trials, metric: str) -> str:
         if r.state == "PRUNED":  # where the scheduler stopped it
             ax.scatter(steps[-1], values[-1], marker="x", color=color, s=40, zorder=3)
         for pause in r.pauses:
-            step = _pause_step(pause, r.curve)
+            step = _pause_step(pause)
             if step is not None:
                 y = dict(r.curve).get(step, values[-1])
                 ax.scatter(step, y, marker="|", color=STATE_COLOR["PAUSED"], s=120, zorder=3)
@@ -161,19 +161,17 @@ def curves_plot(trials, metric: str) -> str:
                  "scheduler; |: paused at a barrier.")
 
 
-def _pause_step(pause, curve) -> int | None:
-    """A recorded pause: {"step": s, "paused": t0, "resumed": t1} or (t0, t1[, step])."""
-    if isinstance(pause, dict):
-        return pause.get("step")
-    if len(pause) > 2:
-        return pause[2]
-    return None
+def _pause_step(pause) -> int | None:
+    from rltune.tune.results import pause_dict
+
+    return pause_dict(pause)["step"]
 
 
 def _pause_interval(pause) -> tuple[float | None, float | None]:
-    if isinstance(pause, dict):
-        return pause.get("paused"), pause.get("resumed")
-    return pause[0], pause[1]
+    from rltune.tune.results import pause_dict
+
+    p = pause_dict(pause)
+    return p["paused"], p["resumed"]
 
 
 def params_plot(trials, names, scales: dict[str, str], metric: str) -> str:
@@ -265,7 +263,7 @@ def timeline_plot(trials, started: float | None) -> str:
             p0, p1 = _pause_interval(pause)
             if p0 is None:
                 continue
-            pieces.append((r.number, t0, p0, "RUNNING"))
+            pieces.append((r.number, t0, p0, "PAUSED"))  # this stretch ended in a pause
             t0 = p1 if p1 is not None else end
         if t0 < end:
             pieces.append((r.number, t0, end, r.state))

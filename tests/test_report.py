@@ -82,3 +82,38 @@ def test_report_of_something_else_is_a_usage_error(tmp_path, capsys):
 def test_slots_are_reused_when_free():
     slots = assign_slots([(0, 0, 5), (1, 0, 3), (2, 3, 6), (3, 5, 9), (4, 6, 7)])
     assert slots == {0: 0, 1: 1, 2: 1, 3: 0, 4: 1}
+
+
+def test_paused_trials_from_the_storage_attributes(tmp_path):
+    """The driver records a scheduler pause as the user attribute `pauses`; a RUNNING trial whose
+    last pause has not resumed is shown as paused, and the report draws its stretches."""
+    import time as _time
+
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from rltune.report import study_report
+    from rltune.tune.results import read_study
+    from rltune.tune.spec import dump_spec, spec_from_dict
+
+    spec = spec_from_dict({"name": "paused", "command": ["true"], "budget_steps": 100, "trials": 3,
+                           "search_space": {"x": {"type": "float", "low": 0.0, "high": 1.0}}})
+    (tmp_path / "trials").mkdir()
+    dump_spec(spec, tmp_path / "spec.yaml")
+    study = optuna.create_study(study_name="paused", storage=f"sqlite:///{tmp_path / 'study.db'}",
+                                direction="maximize")
+    dist = {"x": FloatDistribution(0.0, 1.0)}
+    now = _time.time()
+    study.add_trial(create_trial(params={"x": 0.2}, distributions=dist, value=2.0,
+                                 intermediate_values={50: 1.0, 100: 2.0}))
+    study.add_trial(create_trial(params={"x": 0.7}, distributions=dist, value=3.0,
+                                 intermediate_values={50: 1.5, 100: 3.0},
+                                 user_attrs={"pauses": [{"paused": now - 3, "resumed": now - 2, "step": 50}]}))
+    study.add_trial(create_trial(state=TrialState.RUNNING, params={"x": 0.9}, distributions=dist,
+                                 intermediate_values={50: 0.5}, user_attrs={"pauses": [[now - 1, None, 50]]}))
+    view = read_study(tmp_path)
+    assert [r.state for r in view.trials] == ["COMPLETE", "COMPLETE", "PAUSED"]
+    assert view.trials[2].step == 50 and view.trials[2].value == 0.5
+    page = study_report(tmp_path)
+    assert page.count('<figure class="plot">') == 5 and "<td>pause</td>" in page

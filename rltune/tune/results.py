@@ -41,7 +41,8 @@ class TrialRow:
     started: float | None = None  # POSIX seconds
     finished: float | None = None
     curve: list[tuple[int, float]] = field(default_factory=list)  # (step, metric), for plots
-    pauses: list[tuple[float, float | None]] = field(default_factory=list)  # (paused at, resumed at)
+    # scheduler pauses: {"paused": POSIX s, "resumed": POSIX s or None, "step": env steps or None}
+    pauses: list[dict[str, Any]] = field(default_factory=list)
 
 
 def as_row(trial: Any) -> TrialRow:
@@ -400,19 +401,27 @@ def read_study(study_dir: str | Path, storage: str | None = None) -> StudyView:
                        step=attrs.get("step"), wall_time=attrs.get("wall_time"), eval_mean=attrs.get("eval_mean"),
                        reason=attrs.get("reason"), started=_ts(t.datetime_start), finished=_ts(t.datetime_complete),
                        curve=sorted((int(s), float(v)) for s, v in t.intermediate_values.items()),
-                       pauses=[tuple(p) for p in attrs.get("pauses") or []])
+                       pauses=[pause_dict(p) for p in attrs.get("pauses") or []])
         _merge_progress(row, study_dir / "trials" / str(t.number), spec.metric)
-        if row.state == "RUNNING" and row.pauses and row.pauses[-1][1] is None:
+        if row.state == "RUNNING" and row.pauses and row.pauses[-1]["resumed"] is None:
             row.state = "PAUSED"  # waiting at a scheduler barrier
         rows.append(row)
     starts = [r.started for r in rows if r.started]
     return StudyView(study_dir, spec, rows, min(starts) if starts else None, url, list(frozen))
 
 
+def pause_dict(pause: Any) -> dict[str, Any]:
+    """A recorded pause, from {"paused", "resumed", "step"} or [paused, resumed, step]."""
+    if isinstance(pause, Mapping):
+        return {"paused": pause.get("paused"), "resumed": pause.get("resumed"), "step": pause.get("step")}
+    values = list(pause) + [None] * (3 - len(pause))
+    return {"paused": values[0], "resumed": values[1], "step": values[2]}
+
+
 def _flat_result(attrs: Mapping[str, Any]) -> dict[str, Any]:
     """Trial results from user attributes: flat keys (eval_mean, wall_time, step, reason, ...) or
-    the older nested `result` dict. `pauses`: [[paused_at, resumed_at or None], ...] in POSIX
-    seconds, when the driver records the scheduler's pauses."""
+    the older nested `result` dict. `pauses`: [{"paused": t0, "resumed": t1 or None, "step": s}]
+    (POSIX seconds, env steps) when the driver records the scheduler's pauses."""
     out = dict(attrs.get("result") or {})
     out.update({k: v for k, v in attrs.items() if k != "result"})
     return out
