@@ -87,7 +87,8 @@ def print_result(driver, result) -> None:
                        title=f"study {spec.name}: {len(result.records)} trials"))
     if result.best:
         print(f"best config: {result.study_dir / 'best_config.yaml'}")
-    print(f"trials table: {result.study_dir / 'trials.csv'}; storage: {driver.storage_url}")
+    print(f"trials table: {result.study_dir / 'trials.csv'}")
+    print(f"storage: {driver.storage_url}")
     print(f"report: rltune report {result.study_dir}")
     if result.interrupted:
         print(f"interrupted: resume with `rltune tune <same spec> --out {result.study_dir} --resume`")
