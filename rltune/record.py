@@ -119,6 +119,7 @@ def record_policy(agent, params, out: Path, *, episodes: int, seed: int, max_ste
     # pygame (classic control, Box2D renderers) would look for a display and a sound card
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+    os.environ.setdefault("MUJOCO_GL", "egl")  # MuJoCo: headless OpenGL (its default, glfw, needs a display)
     env_id = render_env_id(agent.config.env, agent.info.backend)
     env = make_env(env_id, render_mode="rgb_array")
     key = jax.random.PRNGKey(seed)
