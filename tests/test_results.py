@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from rltune.cli import main
+from rltune.errors import UsageError
 from rltune.tune.results import TrialRow, eta_seconds, fmt, read_study, render_live, render_table
 
 TINY_TRAINER = Path(__file__).parent / "trainers" / "tiny_trainer.py"
@@ -122,7 +123,12 @@ def test_status_while_a_study_runs_in_another_process(tmp_path, capsys):
         deadline = time.time() + 60
         while proc.poll() is None and time.time() < deadline:
             if (out / "study.db").exists():
-                view = read_study(out)
+                try:
+                    view = read_study(out)
+                except UsageError as exc:  # the driver is still creating the storage
+                    assert "is starting" in str(exc)
+                    time.sleep(0.2)
+                    continue
                 running = [r for r in view.trials if r.state == "RUNNING" and r.step]
                 if running:
                     assert main(["status", str(out)]) == 0
@@ -155,3 +161,17 @@ def test_status_of_a_directory_that_is_no_study_is_a_usage_error(tmp_path, capsy
         main(["status", str(tmp_path)])
     assert exc.value.code == 2
     assert "no spec.yaml" in capsys.readouterr().err
+
+
+def test_status_of_a_study_whose_storage_is_being_created(tmp_path, capsys):
+    import sqlite3
+
+    from rltune.tune.spec import dump_spec, spec_from_dict
+
+    dump_spec(spec_from_dict({"name": "new", "command": ["true"], "search_space": {
+        "x": {"type": "float", "low": 0.0, "high": 1.0}}}), tmp_path / "spec.yaml")
+    sqlite3.connect(tmp_path / "study.db").close()  # the driver created the file, not yet the tables
+    with pytest.raises(SystemExit) as exc:
+        main(["status", str(tmp_path)])
+    assert exc.value.code == 2 and "is starting" in capsys.readouterr().err
+    assert (tmp_path / "study.db").stat().st_size == 0  # and status wrote nothing into it

@@ -378,12 +378,23 @@ def read_study(study_dir: str | Path, storage: str | None = None) -> StudyView:
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
         raise UsageError("STUDY_DIR", f"{study_dir} has no study.db yet (the study has not started)")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    rdb = optuna.storages.RDBStorage(readonly_url(url), skip_compatibility_check=True, skip_table_creation=True)
+    from sqlalchemy.exc import SQLAlchemyError
+
+    not_ready = UsageError("STUDY_DIR", f"the study in {study_dir} is starting (its storage is not written "
+                           "yet); try again in a moment")
+    try:
+        rdb = optuna.storages.RDBStorage(readonly_url(url), skip_compatibility_check=True,
+                                         skip_table_creation=True)
+    except (optuna.exceptions.StorageInternalError, SQLAlchemyError):
+        # A read-only connection cannot write Optuna's version row: the driver has not yet.
+        raise not_ready from None
     try:
         try:
             study = optuna.load_study(study_name=spec.name, storage=rdb)
         except KeyError:
             raise UsageError("STUDY_DIR", f"study {spec.name!r} is not in {url}") from None
+        except (optuna.exceptions.StorageInternalError, SQLAlchemyError):
+            raise not_ready from None
         frozen = study.get_trials(deepcopy=False)
     finally:
         rdb.engine.dispose()
