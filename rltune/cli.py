@@ -1,4 +1,4 @@
-"""The `rltune` command: train | eval | tune | simulate.
+"""The `rltune` command: train | eval | tune | simulate | status | report | record.
 
 Usage errors (unknown flag, wrong type, out-of-range value, malformed file) exit with status 2
 and a message naming the field, before anything is written.
@@ -12,6 +12,18 @@ import time
 from pathlib import Path
 
 from rltune.errors import UsageError
+
+
+class _VideoFlag(argparse.Action):
+    """--capture-video, refused at parse time (status 2, nothing written) without the video extra."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        try:
+            import imageio  # noqa: F401
+            import imageio_ffmpeg  # noqa: F401
+        except ImportError:
+            parser.error(f"{option_string}: needs the video extra: pip install 'rltune[video]'")
+        setattr(namespace, self.dest, True)
 
 
 def _train_parser(sub) -> None:
@@ -30,6 +42,8 @@ def _train_parser(sub) -> None:
                        help="Evaluation episodes at the end (Gymnasium reference env where one exists).")
         p.add_argument("--segment-steps", type=int, default=None,
                        help="Env steps per training segment (log/checkpoint interval).")
+        p.add_argument("--capture-video", action=_VideoFlag, nargs=0, default=False,
+                       help="Record the agent before and after training: RUN_DIR/video/before.mp4, after.mp4.")
         add_config_flags(p, module.Config)
 
 
@@ -67,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
 _OPTIONAL_COMMANDS = [
     ("tune", "rltune.tune.cli", "Run a tuning study from a YAML spec."),
     ("simulate", "rltune.simulate", "Replay learning curves through early-termination schedulers."),
+    ("status", "rltune.status", "Show a running or finished study's progress (reads only)."),
+    ("report", "rltune.report", "Write a self-contained HTML report of a study or a training run."),
+    ("record", "rltune.record", "Record a video of an agent (after training, or --before)."),
 ]
 
 
@@ -113,6 +130,7 @@ def cmd_train(args) -> int:
         print(f"training diverged: {exc}", file=sys.stderr)
         return 1
     _print_summary(run_dir, summary)
+    _capture_video(args, run_dir)
     return 0
 
 
@@ -148,6 +166,16 @@ def _check_new_run_dir(run_dir: Path) -> None:
     if run_dir.is_dir() and any(run_dir.iterdir()):
         raise UsageError("--out", f"{run_dir} already holds a run; continue it with --resume {run_dir}, "
                          "or choose another --out")
+
+
+def _capture_video(args, run_dir: Path) -> None:
+    """`--capture-video`: before/after videos in the run directory (rltune.record)."""
+    if not getattr(args, "capture_video", False):
+        return
+    from rltune.record import capture_run_videos
+
+    for rec in capture_run_videos(run_dir):
+        print(f"video: {rec.path} ({rec.frames} frames, return {sum(rec.returns):.1f})")
 
 
 def _print_summary(run_dir: Path, summary: dict) -> None:

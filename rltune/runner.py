@@ -7,7 +7,9 @@ scheduler can stop a run between segments.
 Run directory layout:
     config.yaml            resolved config (accepted by `rltune train --config`)
     metrics.jsonl          one JSON object per segment
-    tb/                    TensorBoard event files
+    tb/                    TensorBoard event files (tb/<run name>/ when RunOptions.tb_run is set):
+                           charts/ (reward, episodes, eval return, learning rate, steps/s without
+                           compile time), losses/, and the run's hyperparameters (HParams tab)
     checkpoints/last.msgpack, checkpoints/best.msgpack
     summary.json           final summary (status, steps, reward, evaluation)
 """
@@ -48,6 +50,24 @@ class RunOptions:
     checkpoint_every: int = 1  # segments between "last" checkpoints
     progress: bool = False
     report_steps: tuple[int, ...] = ()  # env steps where a segment must end (scheduler rungs/phases)
+    hparams: dict[str, Any] | None = None  # TensorBoard HParams (a trial's sampled params); None: the config
+    tb_run: str | None = None  # TensorBoard run name: events in tb/<tb_run>/ (None: tb/)
+
+
+# metrics.jsonl keys shown under charts/ in TensorBoard; every other key is a loss statistic.
+CHART_KEYS = ("reward", "episode_length", "episodes", "steps_per_second", "learning_rate", "eval_return",
+              "compile_seconds")
+# The HParams tab's metric columns (the last value of each tag in a trial's run).
+HPARAM_METRICS = ("charts/reward", "charts/eval_return", "charts/episode_length")
+
+
+def tb_tag(key: str) -> str:
+    return f"charts/{key}" if key in CHART_KEYS else f"losses/{key}"
+
+
+def hparam_values(values: dict[str, Any]) -> dict[str, Any]:
+    """Values TensorBoard's HParams tab can show (numbers, strings, booleans)."""
+    return {k: v for k, v in values.items() if isinstance(v, (int, float, str, bool)) and v is not None}
 
 
 def _drop_lines_after(path: Path, step: int) -> None:
@@ -62,29 +82,93 @@ def _drop_lines_after(path: Path, step: int) -> None:
 
 
 class MetricLog:
-    """metrics.jsonl plus TensorBoard scalars, appended (resume keeps the history)."""
+    """metrics.jsonl plus TensorBoard scalars, appended (resume keeps the history).
 
-    def __init__(self, run_dir: Path, resume_step: int | None = None):
+    `hparams` go to TensorBoard's HParams tab (a session per run, so the tab compares the trials
+    of a study); `tb_run` names the TensorBoard run: events go to tb/<tb_run>/, so `tensorboard
+    --logdir STUDY/trials` lists runs by trial and parameters instead of `0/tb`, `1/tb`, ...
+    """
+
+    def __init__(self, run_dir: Path, hparams: dict[str, Any] | None = None, tb_run: str | None = None,
+                 resume_step: int | None = None):
         from tensorboardX import SummaryWriter
 
         if resume_step is not None:
             _drop_lines_after(run_dir / "metrics.jsonl", resume_step)
         self._jsonl = (run_dir / "metrics.jsonl").open("a")
-        self._tb = SummaryWriter(str(run_dir / "tb"), flush_secs=5)
+        self._tb = SummaryWriter(str(run_dir / "tb" / tb_run if tb_run else run_dir / "tb"), flush_secs=5)
+        if hparams:
+            from tensorboardX.summary import hparams as hparams_summaries
+
+            exp, ssi, _ = hparams_summaries(hparam_values(hparams), {tag: 0.0 for tag in HPARAM_METRICS})
+            writer = self._tb._get_file_writer()
+            writer.add_summary(exp)
+            writer.add_summary(ssi)
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         self._jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
         self._jsonl.flush()
+        self.scalars(step, metrics)
+
+    def scalars(self, step: int, metrics: dict[str, float]) -> None:
+        """TensorBoard only (e.g. the final evaluation, which is not a training segment)."""
         for key, value in metrics.items():
             if key in ("step", "wall_time") or value is None:
                 continue
-            tag = f"charts/{key}" if key in ("reward", "episode_length", "steps_per_second") else f"losses/{key}"
-            self._tb.add_scalar(tag, value, step)
+            self._tb.add_scalar(tb_tag(key), value, step)
+
+    def end_session(self, status: str) -> None:
+        """Close the HParams session: completed/stopped as success, failed as failure."""
+        from tensorboardX.proto.api_pb2 import Status
+        from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData, SessionEndInfo
+        from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
+
+        code = Status.Value("STATUS_FAILURE" if status == "failed" else "STATUS_SUCCESS")
+        content = HParamsPluginData(session_end_info=SessionEndInfo(status=code, end_time_secs=time.time()),
+                                    version=0)
+        meta = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="hparams",
+                                                                       content=content.SerializeToString()))
+        self._tb._get_file_writer().add_summary(
+            Summary(value=[Summary.Value(tag="_hparams_/session_end_info", metadata=meta)]))
 
     def close(self) -> None:
         if not self._jsonl.closed:
             self._jsonl.close()
             self._tb.close()
+
+
+class CompileClock:
+    """Seconds JAX spent tracing, lowering and compiling programs in this process
+    (jax.monitoring events, reported once per top-level jit), so steps/s can leave compile time
+    out: a segment's first call, or a new segment length, compiles."""
+
+    total = 0.0
+    _registered = False
+    EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
+              "/jax/core/compile/backend_compile_duration")
+
+    @classmethod
+    def read(cls) -> float:
+        if not cls._registered:
+            import jax.monitoring
+
+            def listen(event: str, duration: float, **_) -> None:
+                if event in cls.EVENTS:
+                    cls.total += duration
+
+            jax.monitoring.register_event_duration_secs_listener(listen)
+            cls._registered = True
+        return cls.total
+
+
+class SegmentClock:
+    """Wall seconds of one training segment and the compile seconds inside it."""
+
+    def __init__(self):
+        self.start, self.compiled = time.perf_counter(), CompileClock.read()
+
+    def stop(self) -> tuple[float, float]:
+        return time.perf_counter() - self.start, CompileClock.read() - self.compiled
 
 
 def _segment_updates(config, options: RunOptions) -> int:
@@ -118,7 +202,8 @@ class TrialRecorder:
     """Everything a run writes: config, metrics (JSONL + TensorBoard), last/best checkpoints and
     the summary. Used by `train` and by the population executor (one recorder per member)."""
 
-    def __init__(self, agent_name: str, config, run_dir: str | Path, *, resume_extra: dict | None = None):
+    def __init__(self, agent_name: str, config, run_dir: str | Path, *, resume_extra: dict | None = None,
+                 hparams: dict[str, Any] | None = None, tb_run: str | None = None):
         self.agent_name = agent_name
         self.config = config
         self.run_dir = Path(run_dir)
@@ -133,7 +218,8 @@ class TrialRecorder:
         self.reward = None
         self.metrics: dict[str, Any] = {}
         self.segments = 0
-        self._log = MetricLog(self.run_dir, resume_step=extra.get("env_steps") if resume_extra else None)
+        self._log = MetricLog(self.run_dir, hparams if hparams is not None else self.config_dict, tb_run,
+                              resume_step=extra.get("env_steps") if resume_extra else None)
 
     def wall_time(self) -> float:
         return self.wall_before + time.perf_counter() - self.start
@@ -146,11 +232,17 @@ class TrialRecorder:
                         config=self.config_dict, state=state, extra=self._extra(state))
 
     def record_segment(self, state, raw_metrics, num_updates: int, seconds: float,
-                       checkpoint_every: int = 1) -> dict[str, Any]:
-        """Log one segment and checkpoint; raise TrialDiverged on a non-finite loss."""
+                       checkpoint_every: int = 1, compile_seconds: float = 0.0) -> dict[str, Any]:
+        """Log one segment and checkpoint; raise TrialDiverged on a non-finite loss.
+        `compile_seconds` of the segment's `seconds` were compiling (SegmentClock): steps/s
+        leaves them out."""
         metrics = _host_metrics(raw_metrics)
         step = int(state.env_steps)
-        metrics["steps_per_second"] = num_updates * self.config.steps_per_update / max(seconds, 1e-9)
+        metrics["steps_per_second"] = (num_updates * self.config.steps_per_update
+                                       / max(seconds - compile_seconds, 1e-3))
+        if compile_seconds > 0.01:
+            metrics["compile_seconds"] = compile_seconds
+        metrics["learning_rate"] = learning_rate_at(self.agent_name, self.config, int(state.update))
         metrics["wall_time"] = self.wall_time()
         self._log.write(step, metrics)
         self.metrics = metrics
@@ -166,12 +258,12 @@ class TrialRecorder:
         return metrics
 
     def fail(self, state, reason: str) -> None:
+        self._log.end_session("failed")
         self._log.close()
         _write_summary(self.run_dir, {"status": "failed", "reason": reason, "env_steps": int(state.env_steps)})
 
     def finish(self, state, status: str, eval_episodes: int = 0, eval_seed: int = 10_000) -> dict[str, Any]:
         """Final checkpoints (a stopped trial keeps its results), evaluation and summary."""
-        self._log.close()
         self.save("last", state)
         if not (self.run_dir / "checkpoints" / checkpoint.FILE_NAME["best"]).exists():
             self.save("best", state)
@@ -181,11 +273,24 @@ class TrialRecorder:
                    "wall_time": self.wall_time(), "metrics": self.metrics}
         if eval_episodes > 0:
             summary["eval"] = evaluate_params(self.agent_name, self.config, state.params, eval_episodes, eval_seed)
+            self._log.scalars(int(state.env_steps), {"eval_return": summary["eval"]["mean"]})
+        self._log.end_session(status)
+        self._log.close()
         _write_summary(self.run_dir, summary)
         return summary
 
     def close(self) -> None:
         self._log.close()
+
+
+def learning_rate_at(agent_name: str, config, update: int) -> float | None:
+    """The learning rate in use at `update`: the agent's schedule (`learning_rate_at`) where it
+    has one, else its constant `learning_rate`."""
+    schedule = getattr(get_agent(agent_name), "learning_rate_at", None)
+    if schedule is not None:
+        return float(schedule(config, update))
+    rate = getattr(config, "learning_rate", None)
+    return None if rate is None else float(rate)
 
 
 def load_last(agent_name: str, config, run_dir: str | Path, template=None):
@@ -204,17 +309,19 @@ def train(agent_name: str, config, run_dir: str | Path, *, options: RunOptions =
     """
     module = get_agent(agent_name)
     state, extra = load_last(agent_name, config, run_dir) if resume else (module.init(config), None)
-    recorder = TrialRecorder(agent_name, config, run_dir, resume_extra=extra)
+    recorder = TrialRecorder(agent_name, config, run_dir, resume_extra=extra, hparams=options.hparams,
+                             tb_run=options.tb_run)
     seg_updates = _segment_updates(config, options)
     status = "completed"
     progress = _progress_bar(options.progress, config.total_steps)
     try:
         while int(state.update) < config.num_updates:
             n = _next_segment(int(state.update), seg_updates, config, options.report_steps)
-            seg_start = time.perf_counter()
+            clock = SegmentClock()
             state, raw = module.train_segment(config, state, n)
             jax.block_until_ready(state)
-            recorder.record_segment(state, raw, n, time.perf_counter() - seg_start, options.checkpoint_every)
+            seconds, compiled = clock.stop()
+            recorder.record_segment(state, raw, n, seconds, options.checkpoint_every, compiled)
             reward = recorder.reward
             if progress:
                 progress.update(int(state.env_steps), reward)
@@ -224,8 +331,10 @@ def train(agent_name: str, config, run_dir: str | Path, *, options: RunOptions =
     except TrialDiverged as exc:
         recorder.fail(state, str(exc))
         raise
-    finally:
+    except BaseException:
         recorder.close()
+        raise
+    finally:
         if progress:
             progress.close()
     return recorder.finish(state, status, options.eval_episodes, options.eval_seed)

@@ -98,6 +98,13 @@ def _loss(params, network, info, hp, batch):
                    "approx_kl": approx_kl, "clip_fraction": clip_frac}
 
 
+def learning_rate_at(config: PPOConfig, update: int) -> float:
+    """The learning rate at `update` (logged by the runner)."""
+    if not config.anneal_lr:
+        return float(config.learning_rate)
+    return float(on.linear_decay(config.learning_rate, jnp.asarray(update), config.num_updates))
+
+
 # ---------------------------------------------------------------- update: GAE, then epochs of SGD
 def _update(config: PPOConfig, info: EnvInfo, network, hp, params, opt_state, traj, last_obs, rng, update):
     traj = traj._replace(reward=traj.reward * hp["reward_scale"])

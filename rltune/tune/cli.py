@@ -95,33 +95,18 @@ def run(args) -> int:
 
 
 def print_result(driver, result) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    import shutil
 
-    from rltune.tune.study import format_value as _fmt
+    from rltune.tune.results import render_table
 
     spec = driver.spec
-    console = Console()
-    table = Table(title=f"study {spec.name}: {len(result.records)} trials")
-    names = list(spec.space.names)
-    for col in ("trial", "state", *names, spec.metric, "eval", "steps", "wall s", "reason"):
-        table.add_column(col)
-    best_number = result.best.number if result.best else None
-    for r in result.records:
-        style = "bold green" if r.number == best_number else None
-        table.add_row(str(r.number), r.state, *(_fmt(r.params.get(n)) for n in names), _fmt(r.value),
-                      _fmt(r.eval_mean), _fmt(r.step), _fmt(r.wall_time), r.reason or "", style=style)
-    console.print(table)
+    width = min(100, shutil.get_terminal_size((80, 24)).columns)
+    print(render_table(result.records, spec.space.names, spec.metric, goal=spec.goal, width=width,
+                       title=f"study {spec.name}: {len(result.records)} trials"))
     if result.best:
-        b = result.best
-        console.print(f"best trial {b.number}: {spec.metric} = {b.value:.4g}"
-                      + (f", eval return {b.eval_mean:.1f}" if b.eval_mean is not None else "")
-                      + f"; params {b.params}")
-        console.print(f"best config: {result.study_dir / 'best_config.yaml'}")
-    else:
-        console.print("no trial completed")
-    console.print(f"trials table: {result.study_dir / 'trials.csv'}; storage: {driver.storage_url}")
+        print(f"best config: {result.study_dir / 'best_config.yaml'}")
+    print(f"trials table: {result.study_dir / 'trials.csv'}")
+    print(f"storage: {driver.storage_url}")
+    print(f"report: rltune report {result.study_dir}")
     if result.interrupted:
-        console.print(f"interrupted: resume with `rltune tune <same spec> --out "
-                      f"{result.study_dir} --resume`")
-
+        print(f"interrupted: resume with `rltune tune <same spec> --out {result.study_dir} --resume`")
