@@ -32,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(default: start a local Ray).")
     p.add_argument("--population-size", type=int,
                    help="Members trained at once by the population executor (default: from memory and trials).")
+    p.add_argument("--no-video", dest="video", action="store_false",
+                   help="Do not record a video of the best trial at the end (STUDY/best.mp4).")
     p.add_argument("--eval-episodes", type=int, default=10,
                    help="Evaluation episodes at the end of each built-in trial (0 to skip).")
 
@@ -87,6 +89,12 @@ def run(args) -> int:
     print_result(driver, result)
     if result.interrupted:
         return 130
+    if args.video and result.best is not None and spec.agent is not None:
+        from rltune.record import record_best
+
+        path = record_best(study_dir, result.best.number)
+        if path is not None:
+            print(f"video of the best trial: {path}")
     if result.records and not any(r.state in ("COMPLETE", "PRUNED") for r in result.records):
         print("every trial failed: see the reasons above and trials/<n>/ (error.txt, trainer.log)",
               file=sys.stderr)

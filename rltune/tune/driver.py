@@ -23,8 +23,8 @@ from rltune.tune.resolve import (agent_config, base_config, make_scheduler_for, 
                                  trial_budget)
 from rltune.tune.spec import StudySpec, dump_spec
 from rltune.tune.storage import INTERRUPTED, StudyStorage, storage_url, trial_result_attrs
-from rltune.tune.study import (StudyResult, TrialRecord, best_record, write_best_config, write_summary,
-                               write_trials_csv)
+from rltune.tune.results import render_live, write_best_config, write_summary, write_trials_csv
+from rltune.tune.study import StudyResult, TrialRecord, best_record
 
 
 @dataclass
@@ -118,9 +118,7 @@ class StudyDriver:
         try:
             self.executor.start()
             if self.live:
-                from rltune.tune.study import LiveTable
-
-                display = LiveTable(self)
+                display = LiveView(self)
             while not self.interrupt_requested:
                 self._enforce_time_limits()
                 if self.interrupt_requested:
@@ -269,6 +267,7 @@ class StudyDriver:
                                       f"{'from checkpoint' if event.from_checkpoint else 'restarted'})")
         elif isinstance(event, Done) and run.pausing:
             rec.timeline.append([now, "pause", event.step])
+            self.storage.set_attrs(run.optuna_trial, {"pauses": rec.pauses})  # `rltune status` shows it
             run.ran_before += now - run.since
             run.since = None
             del self.running[event.trial_id]
@@ -315,12 +314,16 @@ class StudyDriver:
         self.storage.finish(run.optuna_trial, state, rec.value, {
             "reason": reason, "eval_mean": eval_mean, "wall_time": rec.wall_time, "step": rec.step,
             "last_value": rec.value, "trial_dir": str(self.trial_dir(rec.number)), "node": rec.node,
-            "retries": rec.retries or None, "timeline": rec.timeline})
+            "retries": rec.retries or None, "timeline": rec.timeline, "pauses": rec.pauses or None})
         if state in ("COMPLETE", "PRUNED") and rec.value is not None and _reaches(rec.value, self.spec):
             self.threshold_reached = True
         self.scheduler.on_complete(rec.number)
         del self.running[rec.number]
-        write_trials_csv(self.study_dir / "trials.csv", self.sorted_records(), self.spec)
+        self._write_table()
+
+    def _write_table(self) -> None:
+        write_trials_csv(self.study_dir / "trials.csv", self.sorted_records(), self.spec.space.names,
+                         self.spec.metric)
 
     def _interrupt(self) -> None:
         self.running.update(self.paused)
@@ -336,12 +339,42 @@ class StudyDriver:
         return best_record(self.records.values(), self.spec.goal)
 
     def _write_outputs(self) -> None:
+        from rltune.config import to_dict
+
         records = self.sorted_records()
-        write_trials_csv(self.study_dir / "trials.csv", records, self.spec)
-        write_summary(self.study_dir / "summary.json", self.spec, self.storage_url, records, self.failures())
+        self._write_table()
+        write_summary(self.study_dir / "summary.json", records, name=self.spec.name, storage=self.storage_url,
+                      goal=self.spec.goal, failed=self.failures())
         best = self.best()
         if best is not None:
-            write_best_config(self.study_dir / "best_config.yaml", self.spec, best)
+            config = to_dict(agent_config(self.spec, best.params)) if self.spec.agent else None
+            write_best_config(self.study_dir / "best_config.yaml", best, study_name=self.spec.name,
+                              metric=self.spec.metric, config=config, agent=self.spec.agent)
+
+
+class LiveView:
+    """The live view on a terminal (results.render_live): counts, ETA, best so far, running trials."""
+
+    def __init__(self, driver: StudyDriver):
+        from rich.live import Live
+
+        self.driver = driver
+        self._live = Live(self._render(), refresh_per_second=4, transient=True)
+        self._live.start()
+
+    def _render(self):
+        from rich.text import Text
+
+        d = self.driver
+        return Text(render_live(d.sorted_records(), d.spec.space.names, name=d.spec.name, num_trials=d.max_trials,
+                                metric=d.spec.metric, goal=d.spec.goal, elapsed=time.time() - d.started,
+                                budget_steps=trial_budget(d.spec) or None))
+
+    def refresh(self) -> None:
+        self._live.update(self._render())
+
+    def close(self) -> None:
+        self._live.stop()
 
 
 class StudyLock:

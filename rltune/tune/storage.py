@@ -20,7 +20,7 @@ from rltune.tune.spec import StudySpec, spec_to_dict
 
 INTERRUPTED = "interrupted"
 RESULT_ATTRS = ("reason", "eval_mean", "wall_time", "step", "last_value", "trial_dir", "node", "retries",
-                "timeline")
+                "timeline", "pauses")
 
 
 def storage_url(spec: StudySpec, study_dir: Path, override: str | None) -> str:

@@ -1,6 +1,7 @@
 """A tuning study, as a user sees it: `run_study`, its trial records and its result files.
 
-The event loop is in driver.py, the storage writes in storage.py, the executors in executors/.
+The event loop is in driver.py, the storage writes in storage.py, the executors in executors/,
+the tables and result files in results.py (shared with `rltune status` and `rltune report`).
 
 Study directory:
     spec.yaml            the resolved study spec
@@ -13,16 +14,12 @@ Study directory:
 
 from __future__ import annotations
 
-import csv
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import yaml
-
-from rltune.tune.resolve import agent_config, prepare  # noqa: F401  (prepare: part of the API)
+from rltune.tune.resolve import prepare  # noqa: F401  (part of the API)
 from rltune.tune.spec import StudySpec
 
 
@@ -42,7 +39,18 @@ class TrialRecord:
     node: str | None = None  # where it ran last (Ray: the node's id)
     retries: list[str] = field(default_factory=list)  # worker deaths it survived
     timeline: list[list] = field(default_factory=list)  # [unix time, event, step]: start, report,
-    # pause, resume, retry, and its end state; the report's timeline of slots is drawn from it
+    # pause, resubmit, resume, retry, and its end state
+
+    @property
+    def pauses(self) -> list[dict]:
+        """The scheduler's pauses, as `rltune status` and `rltune report` read them."""
+        out = []
+        for t, kind, step in self.timeline:
+            if kind == "pause":
+                out.append({"paused": t, "resumed": None, "step": step})
+            elif kind == "resume" and out and out[-1]["resumed"] is None:
+                out[-1]["resumed"] = t
+        return out
 
 
 @dataclass(frozen=True)
@@ -60,83 +68,6 @@ def best_record(records: Iterable[TrialRecord], goal: str) -> TrialRecord | None
         return None
     sign = 1 if goal == "maximize" else -1
     return max(candidates, key=lambda r: (sign * r.value, r.state == "COMPLETE"))
-
-
-def record_dict(r: TrialRecord) -> dict:
-    return {"number": r.number, "state": r.state, "value": r.value, "step": r.step, "wall_time": r.wall_time,
-            "eval_mean": r.eval_mean, "reason": r.reason, "params": r.params}
-
-
-def write_trials_csv(path: Path, records: list[TrialRecord], spec: StudySpec) -> None:
-    names = list(spec.space.names)
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["number", "state", *names, spec.metric, "eval_return", "steps", "wall_time_s", "reason"])
-        for r in records:
-            writer.writerow([r.number, r.state, *(r.params.get(n) for n in names), r.value, r.eval_mean, r.step,
-                             None if r.wall_time is None else round(r.wall_time, 3), r.reason or ""])
-    tmp.replace(path)
-
-
-def write_summary(path: Path, spec: StudySpec, storage_url: str, records: list[TrialRecord], failed: int) -> None:
-    best = best_record(records, spec.goal)
-    summary = {"name": spec.name, "storage": storage_url, "trials": len(records),
-               "complete": sum(r.state == "COMPLETE" for r in records),
-               "pruned": sum(r.state == "PRUNED" for r in records),
-               "failed": failed, "best": record_dict(best) if best else None}
-    path.write_text(json.dumps(summary, indent=2, default=str))
-
-
-def write_best_config(path: Path, spec: StudySpec, best: TrialRecord) -> None:
-    if spec.agent is not None:
-        from rltune.config import to_dict
-
-        config = agent_config(spec, best.params)
-        data = {"agent": spec.agent, **to_dict(config)}
-    else:
-        data = dict(best.params)
-    header = (f"# best trial {best.number} of study {spec.name!r}: {spec.metric} = {best.value}\n")
-    path.write_text(header + yaml.safe_dump(data, sort_keys=False))
-
-
-class LiveTable:
-    """A live rich table of running trials, on a terminal."""
-
-    def __init__(self, driver):
-        from rich.live import Live
-
-        self.driver = driver
-        self._live = Live(self._render(), refresh_per_second=4, transient=True)
-        self._live.start()
-
-    def _render(self):
-        from rich.table import Table
-
-        d = self.driver
-        table = Table(title=f"study {d.spec.name}: {d._counted()}/{d.spec.num_trials} trials, "
-                            f"{d.failures()} failed")
-        for col in ("trial", *d.spec.space.names, "step", d.spec.metric):
-            table.add_column(col)
-        for run in d.running.values():
-            r = run.record
-            table.add_row(str(r.number), *(format_value(r.params.get(n)) for n in d.spec.space.names),
-                          format_value(r.step), format_value(r.value))
-        return table
-
-    def refresh(self) -> None:
-        self._live.update(self._render())
-
-    def close(self) -> None:
-        self._live.stop()
-
-
-def format_value(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
 
 
 def run_study(spec: StudySpec, study_dir: str | Path, *, storage: str | None = None, resume: bool = False,

@@ -24,10 +24,12 @@ def _run_builtin(task: TrialTask, report) -> dict[str, Any]:
     from rltune.agents import get_agent
     from rltune.config import from_dict
     from rltune.runner import RunOptions, TrialDiverged, train
+    from rltune.tune.results import tb_run_name
 
     module = get_agent(task.agent)
     config = from_dict(module.Config, task.config, source=f"trial {task.trial_id}")
-    options = RunOptions(eval_episodes=task.eval_episodes, report_steps=task.report_steps)
+    options = RunOptions(eval_episodes=task.eval_episodes, report_steps=task.report_steps, hparams=task.params,
+                         tb_run=tb_run_name(task.trial_id, task.params))
     try:
         summary = train(task.agent, config, task.trial_dir, options=options, report=report, resume=task.resume)
     except TrialDiverged as exc:

@@ -20,7 +20,6 @@ import collections
 import functools
 import math
 import os
-import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +85,7 @@ class Population:
         self.states = None  # pytree, leading axis = capacity
         self.hps = None
         self.members: dict[int, Member] = {}  # slot -> member
+        self.compile_seconds = 0.0  # of the last segment
 
     def static_key(self, config):
         from rltune.envs import env_info
@@ -117,17 +117,18 @@ class Population:
         import jax.numpy as jnp
         import numpy as np
 
-        from rltune.runner import _next_segment
+        from rltune.runner import SegmentClock, _next_segment
 
         updates = np.asarray(jax.device_get(self.states.update))
         n = np.zeros(self.capacity, np.int32)
         for slot, m in self.members.items():
             n[slot] = _next_segment(int(updates[slot]), m.seg_updates, m.config, m.report_steps)
         segment = self.module.population_segment(*self.key)
-        start = time.perf_counter()
+        clock = SegmentClock()
         self.states, metrics = segment(self.hps, self.states, jnp.asarray(n))
         host_states, host_metrics = jax.device_get((self.states, metrics))
-        return host_states, host_metrics, {s: int(n[s]) for s in self.members}, time.perf_counter() - start
+        seconds, self.compile_seconds = clock.stop()  # steps/s leaves the compile out
+        return host_states, host_metrics, {s: int(n[s]) for s in self.members}, seconds
 
 
 def _set_slot(states, hps, slot: int, state, hp):
@@ -208,6 +209,7 @@ def _admit_pending(population: Population, pending, worker_id: int, outbox, node
     from rltune.agents import get_agent
     from rltune.config import from_dict
     from rltune.runner import RunOptions, TrialRecorder, _segment_updates, load_last
+    from rltune.tune.results import tb_run_name
 
     while pending and population.free_slots():
         task = pending.popleft()
@@ -225,7 +227,8 @@ def _admit_pending(population: Population, pending, worker_id: int, outbox, node
                 state, extra = load_last(task.agent, config, task.trial_dir)
             else:
                 state, extra = module.init(config), None
-            recorder = TrialRecorder(task.agent, config, task.trial_dir, resume_extra=extra)
+            recorder = TrialRecorder(task.agent, config, task.trial_dir, resume_extra=extra, hparams=task.params,
+                                     tb_run=tb_run_name(task.trial_id, task.params))
             member = Member(task, config, recorder, slot, task.report_steps,
                             _segment_updates(config, RunOptions()))
             population.admit(member, state)
@@ -245,7 +248,8 @@ def _run_segment(population: Population, worker_id: int, outbox, decisions, rece
         metrics = _member(host_metrics, slot)
         trial = member.task.trial_id
         try:
-            member.recorder.record_segment(state, metrics, n[slot], seconds)
+            member.recorder.record_segment(state, metrics, n[slot], seconds,
+                                           compile_seconds=population.compile_seconds)
         except TrialDiverged as exc:
             member.recorder.fail(state, str(exc))
             del population.members[slot]

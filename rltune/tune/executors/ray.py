@@ -373,8 +373,6 @@ class RayExecutor:
 
     def kill(self, trial_id: int) -> None:
         """Kill the trial's actor (a hung trial cannot be interrupted otherwise) and replace it."""
-        import ray
-
         aid = self._trial_actor.pop(trial_id, None)
         self._tasks.pop(trial_id, None)
         actor = self.actors.pop(aid, None) if aid is not None else None
