@@ -27,6 +27,8 @@ def study(tmp_path_factory):
     spec = tmp / "spec.yaml"
     spec.write_text(textwrap.dedent("""
         name: reported
+        trainer: {job_dir: true}
+        metric: reward
         search_space:
           learning_rate: {type: float, low: 1.0e-5, high: 1.0e-1, scale: log}
           sleep: {type: float, low: 0.02, high: 0.08}

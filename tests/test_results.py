@@ -107,6 +107,8 @@ def test_status_while_a_study_runs_in_another_process(tmp_path, capsys):
     spec = tmp_path / "spec.yaml"
     spec.write_text(textwrap.dedent("""
         name: watched
+        trainer: {job_dir: true}
+        metric: reward
         search_space:
           learning_rate: {type: float, low: 1.0e-5, high: 1.0e-1, scale: log}
         budget_steps: 80

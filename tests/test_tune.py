@@ -253,7 +253,7 @@ def test_max_failed_trials_stops_the_study(tmp_path):
                  .replace("maxParallelTrials: 2", "maxParallelTrials: 1\n        maxFailedTrials: 2"))
     out = tmp_path / "study"
     assert main(["tune", str(spec), "--out", str(out), "--", sys.executable, str(TINY_TRAINER),
-                 "--steps", "3", "--fail-at", "1"]) == 0
+                 "--steps", "3", "--fail-at", "1"]) == 1  # no result: an error
     assert [r["state"] for r in rows(out)] == ["FAIL", "FAIL"]
 
 

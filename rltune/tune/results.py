@@ -371,6 +371,8 @@ def read_study(study_dir: str | Path, storage: str | None = None) -> StudyView:
 
     study_dir = Path(study_dir)
     if not (study_dir / "spec.yaml").is_file():
+        if (study_dir / "lock").is_file():  # the driver has taken the directory and not yet written it
+            raise UsageError("STUDY_DIR", f"{study_dir}: the study is starting; try again in a moment")
         raise UsageError("STUDY_DIR", f"{study_dir} is not a study directory (no spec.yaml); "
                          "pass the --out directory of `rltune tune`")
     spec = load_spec(study_dir / "spec.yaml")
