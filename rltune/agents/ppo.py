@@ -19,6 +19,7 @@ import numpy as np
 import optax
 from flax import struct
 
+from rltune import hp_schedule
 from rltune.agents.episodes import (EpisodeStats, init_episode_stats, record_step, record_step_np,
                                    window_mean)
 from rltune.config import CommonConfig, param, split_traced
@@ -43,6 +44,9 @@ class PPOConfig(CommonConfig):
     hidden_size: int = param(64, "Units per hidden layer (actor and critic).", low=1, static=True)
     hidden_layers: int = param(2, "Hidden layers (actor and critic).", low=1, static=True)
     activation: str = param("tanh", "Hidden activation.", choices=("tanh", "relu"), static=True)
+    hp_schedule: str = param("", "Traced hyperparameters changing during training, applied by the runner "
+                             "(a PBT study's best_config.yaml holds one): JSON list of [step, {name: value}]; "
+                             "see rltune/hp_schedule.py.", static=True)
 
     @property
     def batch_size(self) -> int:
@@ -61,6 +65,7 @@ class PPOConfig(CommonConfig):
         return max(1, self.total_steps // self.batch_size)
 
     def check(self) -> None:
+        hp_schedule.check(self)
         if self.batch_size % self.num_minibatches:
             raise UsageError("num_minibatches", f"must divide num_envs * num_steps = {self.batch_size}; "
                              f"got {self.num_minibatches}")
@@ -100,7 +105,7 @@ def split_config(config: PPOConfig) -> tuple[PPOConfig, dict[str, jnp.ndarray]]:
     """Static part (traced fields reset to defaults, so equal shapes hit one compile cache entry)
     and the traced hyperparameters as float32 arrays."""
     # The seed only feeds `init` (through its rng argument), so it is no part of the program either.
-    return split_traced(config, also_reset=("seed",))
+    return split_traced(config, also_reset=("seed", "hp_schedule"))
 
 
 def make_network(config: PPOConfig, info: EnvInfo) -> ActorCritic:

@@ -17,9 +17,9 @@ from pathlib import Path
 import optuna
 
 from rltune.errors import UsageError
-from rltune.tune.executors.base import (Done, ExecutorOptions, Failed, Report, Retried, Started, TrialTask,
-                                        make_executor)
-from rltune.tune.resolve import (agent_config, base_config, make_scheduler_for, steps_per_unit,
+from rltune.tune.executors.base import (Done, Exploited, ExecutorOptions, Failed, Report, Retried, Started,
+                                        TrialTask, make_executor)
+from rltune.tune.resolve import (agent_config, base_config, make_scheduler_for, pbt_settings, steps_per_unit,
                                  trial_budget)
 from rltune.tune.spec import StudySpec, dump_spec
 from rltune.tune.storage import INTERRUPTED, StudyStorage, storage_url, trial_result_attrs
@@ -69,6 +69,16 @@ class StudyDriver:
         # Optuna's grid sampler repeats points once the grid is used up: cap the trials at its size.
         self.max_trials = min(spec.num_trials, spec.space.grid_size()) if spec.sampler.name == "grid" \
             else spec.num_trials
+        self.pbt = pbt_settings(spec, self.scheduler)
+        self.lineage = PBTLineage(spec, self.pbt["names"]) if self.pbt else None
+        if self.pbt:
+            if resume:
+                raise UsageError("--resume", "a PBT study cannot be resumed: its members train in lockstep "
+                                 "and copy each other; start a new study")
+            if population_size is not None and population_size < spec.num_trials:
+                raise UsageError("--population-size", f"PBT trains all {spec.num_trials} trials together as "
+                                 f"one population: needs a population size >= trials, got {population_size}")
+            self.population_size = spec.num_trials
 
     def executor_options(self) -> ExecutorOptions:
         s = self.spec
@@ -194,6 +204,8 @@ class StudyDriver:
             params = self.spec.space.suggest(trial)
             record = TrialRecord(number=trial.number, params=params)
             self.records[trial.number] = record
+            if self.lineage is not None:
+                self.lineage.start(trial.number, params)
             self.running[trial.number] = _Running(trial, record)
             self.executor.submit(self._task(record))
 
@@ -205,7 +217,7 @@ class StudyDriver:
                          params=record.params, agent=self.spec.agent,
                          config={**base_config(self.spec), **record.params}, command=self.spec.command,
                          metric=self.spec.metric, goal=self.spec.goal, report_steps=self.report_steps,
-                         eval_episodes=self.eval_episodes, resume=resume)
+                         eval_episodes=self.eval_episodes, resume=resume, pbt=self.pbt)
 
     def _settle_paused(self) -> None:
         """Paused trials that lost at their barrier end as PRUNED, keeping their last value."""
@@ -278,6 +290,9 @@ class StudyDriver:
                          step=event.step, wall_time=event.wall_time, eval_mean=event.eval_mean)
         elif isinstance(event, Failed):
             self._finish(run, "FAIL", reason=event.reason)
+        elif isinstance(event, Exploited) and self.lineage is not None:
+            rec.timeline.append([now, "exploit", event.step])
+            self.lineage.exploited(event)
 
     def _decide(self, run: _Running, step: int, value: float) -> str:
         """Record an intermediate value; ask the scheduler at each boundary crossed."""
@@ -311,10 +326,13 @@ class StudyDriver:
         rec.wall_time = wall_time if wall_time is not None else time.time() - rec.started
         rec.eval_mean, rec.reason = eval_mean, reason
         rec.timeline.append([time.time(), state.lower(), rec.step or 0])
+        pbt_attrs = self.lineage.attrs(rec.number) if self.lineage is not None else {}
+        if pbt_attrs:
+            _write_json(self.trial_dir(rec.number) / "pbt.json", pbt_attrs)
         self.storage.finish(run.optuna_trial, state, rec.value, {
             "reason": reason, "eval_mean": eval_mean, "wall_time": rec.wall_time, "step": rec.step,
             "last_value": rec.value, "trial_dir": str(self.trial_dir(rec.number)), "node": rec.node,
-            "retries": rec.retries or None, "timeline": rec.timeline})
+            "retries": rec.retries or None, "timeline": rec.timeline, **pbt_attrs})
         if state in ("COMPLETE", "PRUNED") and rec.value is not None and _reaches(rec.value, self.spec):
             self.threshold_reached = True
         self.scheduler.on_complete(rec.number)
@@ -340,7 +358,59 @@ class StudyDriver:
         write_summary(self.study_dir / "summary.json", self.spec, self.storage_url, records, self.failures())
         best = self.best()
         if best is not None:
-            write_best_config(self.study_dir / "best_config.yaml", self.spec, best)
+            replay = self.lineage.replay_params(best.number, self.records) if self.lineage is not None else None
+            write_best_config(self.study_dir / "best_config.yaml", self.spec, best, params=replay)
+
+
+class PBTLineage:
+    """What PBT did to each member, as the driver learns it from `Exploited` events: its lineage
+    (which member it copied at which step) and its hyperparameter schedule along that lineage,
+    `[[step, {hp: value}], ...]`. A schedule entry that starts a copy carries a third element,
+    the member's trial number, with which the copy's random stream was folded (`hp_schedule`)."""
+
+    def __init__(self, spec: StudySpec, names: list[str]):
+        self.spec = spec
+        self.names = list(names)
+        self.schedule: dict[int, list] = {}
+        self.lineage: dict[int, list[dict]] = {}
+        self.root: dict[int, int] = {}  # the member whose initial state (seed) the lineage starts from
+
+    def start(self, number: int, params: dict) -> None:
+        config = agent_config(self.spec, params)
+        self.schedule[number] = [[0, {n: getattr(config, n) for n in self.names}]]
+        self.lineage[number] = []
+        self.root[number] = number
+
+    def exploited(self, event: Exploited) -> None:
+        source = self.schedule.get(event.source, [])
+        self.schedule[event.trial_id] = [e for e in source if e[0] <= event.step] + \
+            [[event.step, dict(event.hps), event.trial_id]]
+        self.root[event.trial_id] = self.root.get(event.source, event.source)
+        self.lineage[event.trial_id].append({"step": event.step, "from": event.source, "reason": event.reason,
+                                             "hps": dict(event.hps)})
+
+    def attrs(self, number: int) -> dict:
+        if number not in self.schedule:
+            return {}
+        return {"pbt_lineage": self.lineage[number], "pbt_schedule": self.schedule[number],
+                "pbt_root": self.root[number]}
+
+    def replay_params(self, number: int, records: dict) -> dict:
+        """The config values that replay trial `number`: its root's sampled values (the initial
+        state) and the schedule as `hp_schedule`."""
+        import json
+
+        root = records.get(self.root[number])
+        params = dict(root.params if root is not None else records[number].params)
+        params["hp_schedule"] = json.dumps(self.schedule[number])
+        return params
+
+
+def _write_json(path: Path, data) -> None:
+    import json
+
+    if path.parent.is_dir():
+        path.write_text(json.dumps(data, indent=1))
 
 
 class StudyLock:

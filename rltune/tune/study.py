@@ -88,11 +88,13 @@ def write_summary(path: Path, spec: StudySpec, storage_url: str, records: list[T
     path.write_text(json.dumps(summary, indent=2, default=str))
 
 
-def write_best_config(path: Path, spec: StudySpec, best: TrialRecord) -> None:
+def write_best_config(path: Path, spec: StudySpec, best: TrialRecord,
+                      params: dict[str, Any] | None = None) -> None:
+    """`params`: the config values to write instead of the trial's own (PBT: its schedule)."""
     if spec.agent is not None:
         from rltune.config import to_dict
 
-        config = agent_config(spec, best.params)
+        config = agent_config(spec, params if params is not None else best.params)
         data = {"agent": spec.agent, **to_dict(config)}
     else:
         data = dict(best.params)
