@@ -355,6 +355,7 @@ def _pbt_round(population: Population, pbt: PBTRun, host_states, diverged: list[
     import dataclasses
 
     import jax
+    import numpy as np
 
     from rltune.config import to_dict
 
@@ -367,6 +368,9 @@ def _pbt_round(population: Population, pbt: PBTRun, host_states, diverged: list[
         hps[trial] = {name: _short_float(host_hps[name][slot]) for name in pbt.names}
     failed = [population.members[slot].task.trial_id for slot in diverged]
     choices = pbt.scheduler.exploit_explore(values, hps, failed=failed, only_failed=only_failed)
+    # the values the members train with (float32), written as they will be replayed
+    choices = [dataclasses.replace(c, hps={k: _short_float(np.float32(v)) for k, v in c.hps.items()})
+               for c in choices]
     copies = {slot_of[c.member]: (slot_of[c.source], c.hps, c.member) for c in choices}
     for slot in diverged:
         if slot not in copies:  # no healthy member left to copy: it fails after all
