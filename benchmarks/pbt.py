@@ -38,7 +38,30 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from study_vs_peers import _load, evaluate  # noqa: E402  (Gymnasium evaluation, load average)
+from study_vs_peers import _load  # noqa: E402
+
+EVAL_SEED = 10_000
+
+
+def evaluate(act, env_id: str, episodes: int, seed: int = EVAL_SEED) -> dict:
+    """`act(obs) -> action` on the Gymnasium env, deterministic policy; episode i reset with seed + i."""
+    import gymnasium as gym
+    import numpy as np
+
+    env = gym.make(env_id)
+    returns = []
+    try:
+        for i in range(episodes):
+            obs, _ = env.reset(seed=seed + i)
+            total, done = 0.0, False
+            while not done:
+                obs, reward, terminated, truncated, _ = env.step(int(np.asarray(act(obs)).reshape(())))
+                total += float(reward)
+                done = terminated or truncated
+            returns.append(total)
+    finally:
+        env.close()
+    return {"mean": float(np.mean(returns)), "std": float(np.std(returns)), "episodes": episodes}
 
 SPACE = {"learning_rate": (1e-4, 1e-1, True), "ent_coef": (0.0, 0.03, False)}
 PPO = {"num_envs": 4, "num_steps": 128, "num_minibatches": 4, "update_epochs": 4, "gamma": 0.99,
@@ -57,7 +80,7 @@ def rltune_spec(peer: str, args):
              for k, (lo, hi, log) in SPACE.items()}
     scheduler = ({"name": "pbt", "interval": args.interval, "quantile": 0.25, "resample_probability": 0.25,
                   "perturb": [0.8, 1.2], "seed": args.seed} if peer == "a" else "fifo")
-    return spec_from_dict({"name": f"pbt-bench-{peer}", "agent": "ppo", "env": "CartPole-v1", "fixed": dict(PPO),
+    return spec_from_dict({"name": f"pbt-bench-{peer}", "agent": "ppo", "env": args.env, "fixed": dict(PPO),
                            "budget_steps": args.steps, "search_space": space, "trials": args.members,
                            "sampler": {"name": "random", "seed": args.seed}, "executor": "population",
                            "scheduler": scheduler})
@@ -73,14 +96,16 @@ def run_rltune(peer: str, args, out: Path) -> dict:
     result = run_study(rltune_spec(peer, args), study_dir, eval_episodes=0, population_size=args.members)
     wall = time.perf_counter() - start
     curves = {r.number: _curve(study_dir / "trials" / str(r.number)) for r in result.records}
+    finals = [r.value for r in result.records if r.state == "COMPLETE" and r.value is not None]
     row = {"peer": NAMES[peer], "wall_s": wall, "members": args.members,
            "complete": sum(r.state == "COMPLETE" for r in result.records), "study_dir": str(study_dir),
-           "at_compute": _best_at_fractions(curves, args.steps)}
+           "at_compute": _best_at_fractions(curves, args.steps),
+           "mean_final": sum(finals) / len(finals) if finals else None}
     best = result.best
     if best is not None:
         agent = rltune.load_agent(study_dir / "trials" / str(best.number), which="last")
         row["best"] = {"number": best.number, "value": best.value,
-                       "eval": evaluate(agent.act, args.best_episodes)}
+                       "eval": evaluate(agent.act, args.env, args.best_episodes)}
         pbt = study_dir / "trials" / str(best.number) / "pbt.json"
         if pbt.exists():
             row["best"]["copies"] = len(json.loads(pbt.read_text())["pbt_lineage"])
@@ -134,7 +159,7 @@ def _ray_pbt_trainable(config: dict) -> None:
 
     torch.set_num_threads(1)
     steps, interval = config["_steps"], config["_interval"]
-    env = make_vec_env("CartPole-v1", n_envs=PPO["num_envs"], seed=PPO["seed"])
+    env = make_vec_env(config["_env"], n_envs=PPO["num_envs"], seed=PPO["seed"])
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         model = _sb3_model(config, env)
@@ -168,7 +193,7 @@ def run_ray_pbt(args, out: Path) -> dict:
     pbt = PopulationBasedTraining(time_attr="timesteps", perturbation_interval=args.interval,
                                   hyperparam_mutations=mutations, quantile_fraction=0.25,
                                   resample_probability=0.25, perturbation_factors=(1.2, 0.8), seed=args.seed)
-    space = {**mutations, "_steps": args.steps, "_interval": args.interval}
+    space = {**mutations, "_steps": args.steps, "_interval": args.interval, "_env": args.env}
     tuner = tune.Tuner(
         tune.with_resources(_ray_pbt_trainable, {"cpu": 1}), param_space=space,
         tune_config=tune.TuneConfig(num_samples=args.members, scheduler=pbt, metric="reward", mode="max"),
@@ -178,8 +203,10 @@ def run_ray_pbt(args, out: Path) -> dict:
     wall = time.perf_counter() - start
     curves = {i: {int(m["timesteps"]): float(m["reward"]) for _, m in r.metrics_dataframe.iterrows()}
               for i, r in enumerate(grid) if r.metrics_dataframe is not None}
+    finals = [c[max(c)] for c in curves.values() if c]
     row = {"peer": NAMES["c"], "wall_s": wall, "members": args.members,
-           "complete": sum(r.error is None for r in grid), "at_compute": _best_at_fractions(curves, args.steps)}
+           "complete": sum(r.error is None for r in grid), "at_compute": _best_at_fractions(curves, args.steps),
+           "mean_final": sum(finals) / len(finals) if finals else None}
     best = grid.get_best_result(metric="reward", mode="max")
     if best is not None and best.checkpoint is not None:
         from stable_baselines3 import PPO as SB3PPO
@@ -188,7 +215,8 @@ def run_ray_pbt(args, out: Path) -> dict:
             model = SB3PPO.load(os.path.join(d, "model.zip"), device="cpu",
                                 custom_objects={"learning_rate": 0.0, "lr_schedule": lambda _: 0.0})
         row["best"] = {"number": None, "value": best.metrics["reward"],
-                       "eval": evaluate(lambda obs: model.predict(obs, deterministic=True)[0], args.best_episodes)}
+                       "eval": evaluate(lambda obs: model.predict(obs, deterministic=True)[0], args.env,
+                                        args.best_episodes)}
     ray.shutdown()
     return row
 
@@ -250,7 +278,7 @@ def _lineage_curve(study_dir: Path, number: int, until: int | None = None) -> di
 
 # ================================================================ driving and reporting
 def print_table(rows: list[dict]) -> None:
-    head = ["peer", "wall", "best final return (train)", "best eval (100 ep.)",
+    head = ["peer", "wall", "best final return (train)", "best eval (100 ep.)", "mean final return (all)",
             *(f"best at {k} compute" for k in ("25%", "50%", "75%", "100%"))]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
@@ -263,6 +291,7 @@ def print_table(rows: list[dict]) -> None:
         fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
         ev_text = "-" if ev is None else f"{ev['mean']:.1f} +- {ev['std']:.1f}"
         print(f"| {r['peer']} | {r['wall_s']:.1f} s | {fmt(best.get('value'))} | {ev_text} | "
+              f"{fmt(r.get('mean_final'))} | "
               + " | ".join(fmt(r["at_compute"].get(k)) for k in ("25%", "50%", "75%", "100%")) + " |")
 
 
@@ -275,7 +304,7 @@ def run_peer(peer: str, args, out: Path) -> dict:
     result = out / "peer_c.json"
     cmd = [args.bench_python, str(Path(__file__).resolve()), "--worker", "--result", str(result),
            "--out", str(out / "peer_c"), "--members", str(args.members), "--steps", str(args.steps),
-           "--interval", str(args.interval), "--parallel", str(args.parallel), "--seed", str(args.seed),
+           "--interval", str(args.interval), "--env", args.env, "--parallel", str(args.parallel), "--seed", str(args.seed),
            "--best-episodes", str(args.best_episodes)]
     proc = subprocess.run(cmd, check=False)
     if proc.returncode != 0 or not result.exists():
@@ -286,6 +315,7 @@ def run_peer(peer: str, args, out: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--peers", default="a,b,c", help="which of a,b,c to run")
+    parser.add_argument("--env", default="CartPole-v1", help="a gymnax id that Gymnasium also has")
     parser.add_argument("--members", type=int, default=16, help="population size = trials of (b)")
     parser.add_argument("--steps", type=int, default=100_000, help="env steps per member")
     parser.add_argument("--interval", type=int, default=10_000, help="PBT interval (env steps)")

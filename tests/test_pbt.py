@@ -118,6 +118,8 @@ def test_exploit_copies_exactly_the_chosen_member_and_nothing_else(tmp_path):
     assert float(hp0["learning_rate"]) == np.float32(4e-3)
     assert {k: float(v) for k, v in hp0.items() if k != "learning_rate"} == \
         {k: float(v) for k, v in src_hp.items() if k != "learning_rate"}
+    pop.step()  # the population trains on with the copy, in the same compiled program
+    assert ppo.population_segment(*pop.key)._cache_size() == 1
 
 
 class _Outbox(list):
