@@ -100,7 +100,8 @@ def run_rltune(peer: str, args, out: Path) -> dict:
     row = {"peer": NAMES[peer], "wall_s": wall, "members": args.members,
            "complete": sum(r.state == "COMPLETE" for r in result.records), "study_dir": str(study_dir),
            "at_compute": _best_at_fractions(curves, args.steps),
-           "mean_final": sum(finals) / len(finals) if finals else None}
+           "mean_final": sum(finals) / len(finals) if finals else None,
+           "finals": sorted(finals)}
     best = result.best
     if best is not None:
         agent = rltune.load_agent(study_dir / "trials" / str(best.number), which="last")
@@ -296,16 +297,16 @@ def print_table(rows: list[dict]) -> None:
 
 
 def run_peer(peer: str, args, out: Path) -> dict:
-    if peer in ("a", "b"):
-        return run_rltune(peer, args, out)
-    if not Path(args.bench_python).exists():
-        return {"peer": NAMES[peer], "error": f"not run: no bench interpreter at {args.bench_python} "
+    """Each peer in a fresh process (no compile cache or warm imports carried from another)."""
+    python = sys.executable if peer in ("a", "b") else args.bench_python
+    if not Path(python).exists():
+        return {"peer": NAMES[peer], "error": f"not run: no bench interpreter at {python} "
                 "(torch, SB3 and Ray; see docs/peers.md)"}
-    result = out / "peer_c.json"
-    cmd = [args.bench_python, str(Path(__file__).resolve()), "--worker", "--result", str(result),
-           "--out", str(out / "peer_c"), "--members", str(args.members), "--steps", str(args.steps),
-           "--interval", str(args.interval), "--env", args.env, "--parallel", str(args.parallel), "--seed", str(args.seed),
-           "--best-episodes", str(args.best_episodes)]
+    result = out / f"peer_{peer}.json"
+    cmd = [python, str(Path(__file__).resolve()), "--worker", peer, "--result", str(result),
+           "--out", str(out), "--members", str(args.members), "--steps", str(args.steps),
+           "--interval", str(args.interval), "--env", args.env, "--parallel", str(args.parallel),
+           "--seed", str(args.seed), "--best-episodes", str(args.best_episodes)]
     proc = subprocess.run(cmd, check=False)
     if proc.returncode != 0 or not result.exists():
         return {"peer": NAMES[peer], "error": f"{' '.join(cmd[:2])} ... exited {proc.returncode}"}
@@ -327,11 +328,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="keep the studies here (default: a temporary directory)")
     parser.add_argument("--plot", default=None, help="write the lineage/schedule figure of (a)'s best member")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=tuple(NAMES), help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.worker:  # (c), inside the bench environment
-        Path(args.result).write_text(json.dumps(run_ray_pbt(args, Path(args.out)), indent=1, default=str))
+    if args.worker:  # one peer, in its own process ((c) inside the bench environment)
+        out = Path(args.out)
+        row = run_ray_pbt(args, out / "peer_c") if args.worker == "c" else run_rltune(args.worker, args, out)
+        Path(args.result).write_text(json.dumps(row, indent=1, default=str))
         return 0
     tmp = None
     if args.out is None:

@@ -295,3 +295,15 @@ def test_hp_schedule_changes_traced_values_at_its_steps():
     np.testing.assert_array_equal(s.rng, jax.random.fold_in(state.rng, 3))
     assert ppo.split_config(c)[0] == ppo.split_config(config)[0]  # one compiled program for all
     assert isinstance(Mutation("x", low=0, high=1).clip(2.0), float)
+
+
+@pytest.mark.parametrize("kwargs, field", [({"resume": True}, "--resume"), ({"population_size": 3}, "--population-size")])
+def test_pbt_needs_a_fresh_study_and_the_whole_population_at_once(tmp_path, kwargs, field):
+    from rltune.tune.driver import StudyDriver
+    from rltune.tune.spec import spec_from_dict
+
+    spec = spec_from_dict(yaml.safe_load(textwrap.dedent(STUDY)))
+    with pytest.raises(UsageError) as exc:
+        StudyDriver(spec, tmp_path / "s", **kwargs)
+    assert exc.value.field == field
+    assert not (tmp_path / "s").exists()

@@ -75,10 +75,11 @@ class StudyDriver:
             if resume:
                 raise UsageError("--resume", "a PBT study cannot be resumed: its members train in lockstep "
                                  "and copy each other; start a new study")
-            if population_size is not None and population_size < spec.num_trials:
-                raise UsageError("--population-size", f"PBT trains all {spec.num_trials} trials together as "
+            if population_size is not None and population_size < self.max_trials:
+                raise UsageError("--population-size", f"PBT trains all {self.max_trials} trials together as "
                                  f"one population: needs a population size >= trials, got {population_size}")
-            self.population_size = spec.num_trials
+            self.pbt["num_trials"] = self.max_trials  # a grid may hold fewer points than trials
+            self.population_size = self.max_trials
 
     def executor_options(self) -> ExecutorOptions:
         s = self.spec
