@@ -236,18 +236,17 @@ def plot_lineage(study_dir: Path, baseline_dir: Path | None, path: Path) -> None
     pbt = json.loads((study_dir / "trials" / str(number) / "pbt.json").read_text())
     schedule = pbt["pbt_schedule"]
     end = max(_curve(study_dir / "trials" / str(number)))
-    fig, (ax_hp, ax_ret) = plt.subplots(2, 1, figsize=(7, 5.2), sharex=True)
+    fig, (ax_lr, ax_ent, ax_ret) = plt.subplots(3, 1, figsize=(7, 6.4), sharex=True,
+                                                gridspec_kw={"height_ratios": (1, 1, 1.6)})
     steps = [e[0] for e in schedule] + [end]
-    for name, color in (("learning_rate", "tab:blue"), ("ent_coef", "tab:orange")):
+    for name, axis, color in (("learning_rate", ax_lr, "tab:blue"), ("ent_coef", ax_ent, "tab:orange")):
         values = [e[1][name] for e in schedule]
-        axis = ax_hp if name == "learning_rate" else ax_hp.twinx()
-        axis.step(steps, values + values[-1:], where="post", color=color, label=name)
-        axis.set_ylabel(name, color=color)
-        if name == "learning_rate":
-            axis.set_yscale("log")
-    for e in schedule[1:]:
-        ax_hp.axvline(e[0], color="grey", lw=0.6, ls=":")
-    ax_hp.set_title(f"best PBT member (trial {number}): its hyperparameters along its lineage")
+        axis.step(steps, values + values[-1:], where="post", color=color)
+        axis.set_ylabel(name)
+        for e in schedule[1:]:
+            axis.axvline(e[0], color="grey", lw=0.6, ls=":")
+    ax_lr.set_yscale("log")
+    ax_lr.set_title(f"best PBT member (trial {number}): hyperparameters along its lineage")
     ax_ret.plot(*zip(*sorted(_lineage_curve(study_dir, number).items())), label=f"PBT best (trial {number})")
     if baseline_dir is not None and (baseline_dir / "summary.json").exists():
         b = json.loads((baseline_dir / "summary.json").read_text())["best"]["number"]
