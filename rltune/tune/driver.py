@@ -19,6 +19,7 @@ import optuna
 from rltune.errors import UsageError
 from rltune.tune.executors.base import (Done, Exploited, ExecutorOptions, Failed, Report, Retried, Started,
                                         TrialTask, make_executor)
+from rltune.tune.lineage import PBTLineage, write_json
 from rltune.tune.resolve import (agent_config, base_config, make_scheduler_for, pbt_settings, steps_per_unit,
                                  trial_budget)
 from rltune.tune.spec import StudySpec, dump_spec
@@ -329,7 +330,7 @@ class StudyDriver:
         rec.timeline.append([time.time(), state.lower(), rec.step or 0])
         pbt_attrs = self.lineage.attrs(rec.number) if self.lineage is not None else {}
         if pbt_attrs:
-            _write_json(self.trial_dir(rec.number) / "pbt.json", pbt_attrs)
+            write_json(self.trial_dir(rec.number) / "pbt.json", pbt_attrs)
         self.storage.finish(run.optuna_trial, state, rec.value, {
             "reason": reason, "eval_mean": eval_mean, "wall_time": rec.wall_time, "step": rec.step,
             "last_value": rec.value, "trial_dir": str(self.trial_dir(rec.number)), "node": rec.node,
@@ -361,57 +362,6 @@ class StudyDriver:
         if best is not None:
             replay = self.lineage.replay_params(best.number, self.records) if self.lineage is not None else None
             write_best_config(self.study_dir / "best_config.yaml", self.spec, best, params=replay)
-
-
-class PBTLineage:
-    """What PBT did to each member, as the driver learns it from `Exploited` events: its lineage
-    (which member it copied at which step) and its hyperparameter schedule along that lineage,
-    `[[step, {hp: value}], ...]`. A schedule entry that starts a copy carries a third element,
-    the member's trial number, with which the copy's random stream was folded (`hp_schedule`)."""
-
-    def __init__(self, spec: StudySpec, names: list[str]):
-        self.spec = spec
-        self.names = list(names)
-        self.schedule: dict[int, list] = {}
-        self.lineage: dict[int, list[dict]] = {}
-        self.root: dict[int, int] = {}  # the member whose initial state (seed) the lineage starts from
-
-    def start(self, number: int, params: dict) -> None:
-        config = agent_config(self.spec, params)
-        self.schedule[number] = [[0, {n: getattr(config, n) for n in self.names}]]
-        self.lineage[number] = []
-        self.root[number] = number
-
-    def exploited(self, event: Exploited) -> None:
-        source = self.schedule.get(event.source, [])
-        self.schedule[event.trial_id] = [e for e in source if e[0] <= event.step] + \
-            [[event.step, dict(event.hps), event.trial_id]]
-        self.root[event.trial_id] = self.root.get(event.source, event.source)
-        self.lineage[event.trial_id].append({"step": event.step, "from": event.source, "reason": event.reason,
-                                             "hps": dict(event.hps)})
-
-    def attrs(self, number: int) -> dict:
-        if number not in self.schedule:
-            return {}
-        return {"pbt_lineage": self.lineage[number], "pbt_schedule": self.schedule[number],
-                "pbt_root": self.root[number]}
-
-    def replay_params(self, number: int, records: dict) -> dict:
-        """The config values that replay trial `number`: its root's sampled values (the initial
-        state) and the schedule as `hp_schedule`."""
-        import json
-
-        root = records.get(self.root[number])
-        params = dict(root.params if root is not None else records[number].params)
-        params["hp_schedule"] = json.dumps(self.schedule[number])
-        return params
-
-
-def _write_json(path: Path, data) -> None:
-    import json
-
-    if path.parent.is_dir():
-        path.write_text(json.dumps(data, indent=1))
 
 
 class StudyLock:
