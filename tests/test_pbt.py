@@ -307,3 +307,13 @@ def test_pbt_needs_a_fresh_study_and_the_whole_population_at_once(tmp_path, kwar
         StudyDriver(spec, tmp_path / "s", **kwargs)
     assert exc.value.field == field
     assert not (tmp_path / "s").exists()
+
+
+def test_simulate_refuses_pbt_and_leaves_it_out_by_default():
+    from rltune.schedulers import SCHEDULERS
+    from rltune.simulate import parse_scheduler_spec
+
+    with pytest.raises(UsageError) as exc:
+        parse_scheduler_spec("pbt")
+    assert exc.value.field == "scheduler" and "cannot replay" in str(exc.value)
+    assert "pbt" in SCHEDULERS and not SCHEDULERS["pbt"].replays_curves
