@@ -111,9 +111,8 @@ def print_result(driver, result) -> None:
         b = result.best
         console.print(f"best trial {b.number}: {spec.metric} = {b.value:.4g}"
                       + (f", eval return {b.eval_mean:.1f}" if b.eval_mean is not None else "")
-                      + (f"; initial params {b.params}" if spec.scheduler.name == "pbt" else f"; params {b.params}"))
-        console.print(f"best config: {result.study_dir / 'best_config.yaml'}"
-                      + (" (with its PBT hyperparameter schedule, hp_schedule)" if spec.scheduler.name == "pbt" else ""))
+                      + f"; params {b.params}")
+        console.print(f"best config: {result.study_dir / 'best_config.yaml'}")
     else:
         console.print("no trial completed")
     console.print(f"trials table: {result.study_dir / 'trials.csv'}; storage: {driver.storage_url}")
