@@ -28,7 +28,7 @@ import jax
 import numpy as np
 import yaml
 
-from rltune import checkpoint
+from rltune import checkpoint, hp_schedule
 from rltune.agents import get_agent
 from rltune.config import to_dict
 from rltune.envs import env_info
@@ -314,11 +314,17 @@ def train(agent_name: str, config, run_dir: str | Path, *, options: RunOptions =
     seg_updates = _segment_updates(config, options)
     status = "completed"
     progress = _progress_bar(options.progress, config.total_steps)
+    # A hyperparameter schedule (PBT's best member) changes traced values at segment ends.
+    boundaries = tuple(options.report_steps) + hp_schedule.steps(config)
+    current, applied = config, 0
+    if resume:  # entries before the checkpoint are in force already (their random folds included)
+        current, _, applied = hp_schedule.apply(config, None, int(state.env_steps) - 1, 0)
     try:
         while int(state.update) < config.num_updates:
-            n = _next_segment(int(state.update), seg_updates, config, options.report_steps)
+            current, state, applied = hp_schedule.apply(current, state, int(state.env_steps), applied)
+            n = _next_segment(int(state.update), seg_updates, config, boundaries)
             clock = SegmentClock()
-            state, raw = module.train_segment(config, state, n)
+            state, raw = module.train_segment(current, state, n)
             jax.block_until_ready(state)
             seconds, compiled = clock.stop()
             recorder.record_segment(state, raw, n, seconds, options.checkpoint_every, compiled)

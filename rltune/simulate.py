@@ -468,6 +468,9 @@ def parse_scheduler_spec(spec: str) -> tuple[str, dict[str, object]]:
     if name not in SCHEDULERS:
         raise UsageError("scheduler",
                          f"unknown scheduler {name!r} (known: {', '.join(SCHEDULERS)})")
+    if not getattr(SCHEDULERS[name], "replays_curves", True):
+        raise UsageError("scheduler", f"{name} changes the learning curves themselves (members copy "
+                         "each other), so recorded curves cannot replay it; run a study instead")
     params: dict[str, object] = {}
     for item in filter(None, (p.strip() for p in rest.split(","))):
         key, eq, raw = item.partition("=")
@@ -519,7 +522,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     curves = load_curves(args.curves, seconds_per_step=args.seconds_per_step)
     check_goal(args.goal)
-    specs = args.scheduler or list(SCHEDULERS)
+    specs = args.scheduler or [n for n in SCHEDULERS if getattr(SCHEDULERS[n], "replays_curves", True)]
     factories: dict[str, SchedulerFactory] = {}
     for spec in specs:
         name, params = parse_scheduler_spec(spec)

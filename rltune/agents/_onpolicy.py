@@ -102,7 +102,7 @@ def split_config(config) -> tuple[Any, dict[str, jnp.ndarray]]:
     """Static part (traced fields reset to defaults, so equal shapes hit one compile cache entry)
     and the traced hyperparameters as float32 arrays."""
     # The seed only feeds `init` (through its rng argument), so it is no part of the program either.
-    return split_traced(config, also_reset=("seed",))
+    return split_traced(config, also_reset=("seed", "hp_schedule"))  # a schedule is applied between segments
 
 
 # ---------------------------------------------------------------- policy math

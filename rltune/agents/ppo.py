@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from rltune import hp_schedule
 from rltune.agents import _onpolicy as on
 from rltune.config import param
 from rltune.envs import EnvInfo, env_info  # noqa: F401  (env_info: part of the module's API)
@@ -44,6 +45,9 @@ class PPOConfig(on.OnPolicyConfig):
     reward_scale: float = param(1.0, "Rewards are multiplied by this in the update (the reported "
                                 "returns are not): keeps values near 1 when rewards are large.",
                                 low=0.0, low_exclusive=True)
+    hp_schedule: str = param("", "Traced hyperparameters changing during training, applied by the runner "
+                             "(a PBT study's best_config.yaml holds one): JSON list of [step, {name: value}]; "
+                             "see rltune/hp_schedule.py.", static=True)
 
     @property
     def rollout_length(self) -> int:
@@ -54,6 +58,7 @@ class PPOConfig(on.OnPolicyConfig):
         return self.batch_size // self.num_minibatches
 
     def check(self) -> None:
+        hp_schedule.check(self)
         if self.batch_size % self.num_minibatches:
             raise UsageError("num_minibatches", f"must divide num_envs * num_steps = {self.batch_size}; "
                              f"got {self.num_minibatches}")

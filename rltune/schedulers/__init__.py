@@ -6,7 +6,8 @@
     sched.on_complete(trial_id)             # budget done, or the trial failed
     sched.paused(); sched.resumable(); sched.stopped()
 
-Asynchronous schedulers (fifo, median, asha, hypertrick) answer every report at once and never
+PBT (pbt) never stops a trial: its members copy each other inside the population executor
+(see pbt.py). Asynchronous schedulers (fifo, median, asha, hypertrick) answer every report at once and never
 pause. Synchronous ones (successive_halving, hyperband) pause trials at rung barriers; see
 their module docstrings for the exact protocol.
 
@@ -27,6 +28,7 @@ from rltune.schedulers.hyperband import HyperBandScheduler
 from rltune.schedulers.hypertrick import (HyperTrickScheduler, hypertrick_decision,
                                           hypertrick_expected_alpha)
 from rltune.schedulers.median import MedianScheduler, median_decision
+from rltune.schedulers.pbt import PBTScheduler
 from rltune.schedulers.successive_halving import (SuccessiveHalvingScheduler,
                                                   successive_halving_survivors)
 
@@ -44,6 +46,7 @@ SCHEDULERS: dict[str, type[Scheduler]] = {
     "successive_halving": SuccessiveHalvingScheduler,
     "hyperband": HyperBandScheduler,
     "hypertrick": HyperTrickScheduler,
+    "pbt": PBTScheduler,
 }
 
 

@@ -17,9 +17,10 @@ from pathlib import Path
 import optuna
 
 from rltune.errors import UsageError
-from rltune.tune.executors.base import (Done, ExecutorOptions, Failed, Report, Retried, Started, TrialTask,
-                                        make_executor)
-from rltune.tune.resolve import (agent_config, base_config, make_scheduler_for, steps_per_unit,
+from rltune.tune.executors.base import (Done, Exploited, ExecutorOptions, Failed, Report, Retried, Started,
+                                        TrialTask, make_executor)
+from rltune.tune.lineage import PBTLineage, write_json
+from rltune.tune.resolve import (agent_config, base_config, make_scheduler_for, pbt_settings, steps_per_unit,
                                  trial_budget)
 from rltune.tune.spec import StudySpec, dump_spec
 from rltune.tune.storage import INTERRUPTED, StudyStorage, storage_url, trial_result_attrs
@@ -69,6 +70,17 @@ class StudyDriver:
         # Optuna's grid sampler repeats points once the grid is used up: cap the trials at its size.
         self.max_trials = min(spec.num_trials, spec.space.grid_size()) if spec.sampler.name == "grid" \
             else spec.num_trials
+        self.pbt = pbt_settings(spec, self.scheduler)
+        self.lineage = PBTLineage(spec, self.pbt["names"]) if self.pbt else None
+        if self.pbt:
+            if resume:
+                raise UsageError("--resume", "a PBT study cannot be resumed: its members train in lockstep "
+                                 "and copy each other; start a new study")
+            if population_size is not None and population_size < self.max_trials:
+                raise UsageError("--population-size", f"PBT trains all {self.max_trials} trials together as "
+                                 f"one population: needs a population size >= trials, got {population_size}")
+            self.pbt["num_trials"] = self.max_trials  # a grid may hold fewer points than trials
+            self.population_size = self.max_trials
 
     def executor_options(self) -> ExecutorOptions:
         s = self.spec
@@ -192,6 +204,8 @@ class StudyDriver:
             params = self.spec.space.suggest(trial)
             record = TrialRecord(number=trial.number, params=params)
             self.records[trial.number] = record
+            if self.lineage is not None:
+                self.lineage.start(trial.number, params)
             self.running[trial.number] = _Running(trial, record)
             self.executor.submit(self._task(record))
 
@@ -204,7 +218,7 @@ class StudyDriver:
                          config={**base_config(self.spec), **record.params}, command=self.spec.command,
                          fixed=dict(self.spec.fixed) if self.spec.command else {}, trainer=self.spec.trainer,
                          metric=self.spec.metric, goal=self.spec.goal, report_steps=self.report_steps,
-                         eval_episodes=self.eval_episodes, resume=resume)
+                         eval_episodes=self.eval_episodes, resume=resume, pbt=self.pbt)
 
     def _settle_paused(self) -> None:
         """Paused trials that lost at their barrier end as PRUNED, keeping their last value."""
@@ -278,6 +292,9 @@ class StudyDriver:
                          step=event.step, wall_time=event.wall_time, eval_mean=event.eval_mean)
         elif isinstance(event, Failed):
             self._finish(run, "FAIL", reason=event.reason)
+        elif isinstance(event, Exploited) and self.lineage is not None:
+            rec.timeline.append([now, "exploit", event.step])
+            self.lineage.exploited(event)
 
     def _decide(self, run: _Running, step: int, value: float) -> str:
         """Record an intermediate value; ask the scheduler at each boundary crossed."""
@@ -311,10 +328,14 @@ class StudyDriver:
         rec.wall_time = wall_time if wall_time is not None else time.time() - rec.started
         rec.eval_mean, rec.reason = eval_mean, reason
         rec.timeline.append([time.time(), state.lower(), rec.step or 0])
+        pbt_attrs = self.lineage.attrs(rec.number) if self.lineage is not None else {}
+        if pbt_attrs:
+            write_json(self.trial_dir(rec.number) / "pbt.json", pbt_attrs)
         self.storage.finish(run.optuna_trial, state, rec.value, {
             "reason": reason, "eval_mean": eval_mean, "wall_time": rec.wall_time, "step": rec.step,
             "last_value": rec.value, "trial_dir": str(self.trial_dir(rec.number)), "node": rec.node,
-            "retries": rec.retries or None, "timeline": rec.timeline, "pauses": rec.pauses or None})
+            "retries": rec.retries or None, "timeline": rec.timeline, "pauses": rec.pauses or None,
+            **pbt_attrs})
         if state in ("COMPLETE", "PRUNED") and rec.value is not None and _reaches(rec.value, self.spec):
             self.threshold_reached = True
         self.scheduler.on_complete(rec.number)
@@ -347,7 +368,10 @@ class StudyDriver:
                       goal=self.spec.goal, failed=self.failures())
         best = self.best()
         if best is not None:
-            config = to_dict(agent_config(self.spec, best.params)) if self.spec.agent else None
+            # PBT: the best member's schedule (its ancestor's start values and every change since)
+            replay = self.lineage.replay_params(best.number, self.records) if self.lineage is not None else None
+            params = replay if replay is not None else best.params
+            config = to_dict(agent_config(self.spec, params)) if self.spec.agent else None
             write_best_config(self.study_dir / "best_config.yaml", best, study_name=self.spec.name,
                               metric=self.spec.metric, config=config, agent=self.spec.agent)
 

@@ -36,8 +36,92 @@ def prepare(spec: StudySpec) -> StudySpec:
                     raise UsageError(f"search_space.{p.name}", f"value {value!r} is invalid for the agent: "
                                      f"{exc}") from None
         env_info(base.get("env", "CartPole-v1"), base.get("backend", "auto"))
+    check_pbt(spec)
     check_executor(spec)
     return spec
+
+
+# ---------------------------------------------------------------- population-based training
+def check_pbt(spec: StudySpec) -> None:
+    """PBT needs a built-in agent on the population executor, traced hyperparameters only."""
+    if spec.scheduler.name != "pbt":
+        return
+    if spec.agent is None:
+        raise UsageError("scheduler", "pbt copies weights and optimizer state between members, which "
+                         "rltune cannot do inside an external trainer: external trainers cannot take part; "
+                         "use a built-in agent (agent: ppo)")
+    if spec.executor != "population" or spec.population:
+        raise UsageError("executor", "scheduler pbt runs on the population executor only (executor: "
+                         f"population); got {spec.executor!r}: the local and Ray executors do not support it yet")
+    from rltune.config import static_fields
+
+    config_cls = _agent_module(spec).Config
+    static = static_fields(config_cls) - {"seed"}  # the seed only feeds init: members may differ in it
+    for p in spec.space:
+        if p.name in static:
+            raise UsageError(f"search_space.{p.name}", f"{p.name} is static (it fixes array shapes), and a "
+                             "PBT population shares one compiled program: move it to fixed:")
+    mutations = pbt_mutations(spec)
+    if not mutations:
+        raise UsageError("scheduler.mutations", "nothing to explore: give mutations, or search at least one "
+                         "traced hyperparameter (such as learning_rate) in search_space")
+    from rltune.config import from_dict, traced_fields
+
+    traced = traced_fields(config_cls)
+    base = base_config(spec)
+    for name, m in mutations.items():
+        field = f"scheduler.mutations.{name}"
+        if name in static:
+            raise UsageError(field, f"{name} is static (it fixes array shapes), so it is fixed per population "
+                             f"and cannot change during training; PBT mutates traced ones: {', '.join(traced)}")
+        if name not in traced:
+            raise UsageError(field, f"is not a hyperparameter of {spec.agent}; traced ones: {', '.join(traced)}")
+        for value in ([m.low, m.high] if m.kind in ("float", "int") else list(m.values)):
+            try:
+                from_dict(config_cls, {**base, name: value}, source="scheduler.mutations")
+            except UsageError as exc:
+                raise UsageError(field, f"value {value!r} is invalid for the agent: {exc}") from None
+
+
+def _agent_module(spec: StudySpec):
+    from rltune.agents import get_agent
+
+    return get_agent(spec.agent)
+
+
+def pbt_mutations(spec: StudySpec) -> dict:
+    """The scheduler's mutations, or by default every traced hyperparameter of the search
+    space with its range."""
+    from rltune.config import traced_fields
+    from rltune.schedulers.pbt import Mutation, parse_mutations
+
+    given = spec.scheduler.params.get("mutations")
+    if given is not None:
+        return parse_mutations(given)
+    traced = set(traced_fields(_agent_module(spec).Config))
+    return {p.name: Mutation(p.name, p.kind, p.low, p.high, p.scale, tuple(p.values))
+            for p in spec.space if p.name in traced}
+
+
+def pbt_settings(spec: StudySpec, scheduler) -> dict | None:
+    """What a population worker needs to run PBT (sent with every TrialTask), or None."""
+    if spec.scheduler.name != "pbt":
+        return None
+    import dataclasses
+
+    from rltune.config import traced_fields
+
+    mutations = pbt_mutations(spec)
+    traced = set(traced_fields(_agent_module(spec).Config))
+    names = sorted(set(mutations) | {p.name for p in spec.space if p.name in traced})
+    params = {k: v for k, v in spec.scheduler.params.items() if k != "unit"}
+    params["mutations"] = {name: {k: v for k, v in dataclasses.asdict(m).items()
+                                  if k in ("low", "high", "scale", "values") and v not in (None, ())}
+                           | {"type": m.kind} for name, m in mutations.items()}
+    params.setdefault("seed", spec.sampler.seed or 0)
+    params["interval"] = scheduler.interval
+    return {"goal": spec.goal, "max_steps": scheduler.max_steps, "num_trials": spec.num_trials,
+            "params": params, "names": names}
 
 
 def check_executor(spec: StudySpec) -> None:

@@ -84,7 +84,8 @@ __all__ = [
     "with_command",
 ]
 
-SCHEDULER_NAMES = ("fifo", "median", "asha", "successive_halving", "hyperband", "hypertrick")
+from rltune.schedulers import SCHEDULERS as _SCHEDULERS  # noqa: E402  the one registry
+SCHEDULER_NAMES = tuple(_SCHEDULERS)
 from rltune.tune.executors.base import EXECUTOR_NAMES as EXECUTORS  # noqa: E402  the one registry
 RESOURCE_KEYS = ("cpu", "gpu")
 GOALS = ("maximize", "minimize")

@@ -35,6 +35,9 @@ class TrialTask:
     report_steps: tuple[int, ...] = ()  # scheduler boundaries (env steps)
     eval_episodes: int = 10
     resume: bool = False  # continue from the trial directory's last checkpoint
+    # Population-based training (population executor): the PBT scheduler's settings, mutations
+    # resolved ({"goal", "max_steps", "num_trials", "params", "names"}); None: no PBT.
+    pbt: dict[str, Any] | None = None
 
 
 # ---------------------------------------------------------------- events (executor -> driver)
@@ -83,7 +86,19 @@ class Retried:
     from_checkpoint: bool
 
 
-Event = Started | Report | Done | Failed | Retried
+@dataclass(frozen=True)
+class Exploited:
+    """PBT: at env step `step` the trial copied trial `source` (weights, optimizer and traced
+    hyperparameters) and now trains with `hps`; `reason` is "exploit" or "diverged"."""
+
+    trial_id: int
+    step: int
+    source: int
+    hps: dict[str, Any]
+    reason: str = "exploit"
+
+
+Event = Started | Report | Done | Failed | Retried | Exploited
 
 
 def event_from_message(msg: tuple) -> Event | None:
@@ -99,6 +114,8 @@ def event_from_message(msg: tuple) -> Event | None:
                     eval_mean=r.get("eval_mean"))
     if kind == "failed":
         return Failed(trial_id, reason=msg[3])
+    if kind == "exploited":
+        return Exploited(trial_id, step=msg[3], source=msg[4], hps=msg[5], reason=msg[6])
     return None
 
 

@@ -12,6 +12,15 @@ sees `capacity` slots. At every segment end each member reports; a member the sc
 (or pauses) leaves the population and its slot takes the next trial. A member whose loss turns
 NaN fails alone. A trial with a different static shape waits until the population has drained,
 then the population is rebuilt for its shape.
+
+Population-based training (`scheduler: pbt`, tasks carry `pbt` settings): the worker waits for
+all members, trains them in lockstep, and at every PBT interval (and whenever a member
+diverges) asks `PBTScheduler.exploit_explore` who copies whom. A copy is one compiled gather
+over the stacked state: the member takes the source's whole state (weights, optimizer moments,
+environments, episode statistics) and traced hyperparameters; its random stream becomes the
+source's folded with the member's trial number, so the copy explores on its own and a replay
+(`hp_schedule`) can draw the same numbers. Each copy is reported as an "exploited" message;
+a diverged member is replaced by a copy instead of failing.
 """
 
 from __future__ import annotations
@@ -40,6 +49,24 @@ class Member:
     report_steps: tuple[int, ...] = ()
     seg_updates: int = 1
     extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class PBTRun:
+    """A population-based training run inside one population worker."""
+
+    scheduler: Any  # rltune.schedulers.pbt.PBTScheduler
+    names: tuple[str, ...]  # the traced hyperparameters a member's schedule records
+    members: int  # trials that start together, in lockstep
+    started: bool = False
+
+
+def make_pbt_run(settings: dict) -> PBTRun:
+    from rltune.schedulers import make_scheduler
+
+    scheduler = make_scheduler("pbt", goal=settings["goal"], max_steps=settings["max_steps"],
+                               **settings["params"])
+    return PBTRun(scheduler, tuple(settings["names"]), int(settings["num_trials"]))
 
 
 def population_support(agent: str) -> bool:
@@ -111,6 +138,26 @@ class Population:
             self.states, self.hps = _set_slot(self.states, self.hps, member.slot, state, hp)
         self.members[member.slot] = member
 
+    def exploit(self, copies: dict[int, tuple[int, dict[str, float], int]]) -> None:
+        """PBT exploit in place: slot -> (source slot, hyperparameters to set, rng fold). The
+        slot gets the source's whole state and traced hyperparameters, then `hps` on top; its
+        random key is the source's folded with `fold`. Other slots are untouched."""
+        import jax
+        import numpy as np
+
+        index = np.arange(self.capacity)
+        fold = np.zeros(self.capacity, np.uint32)
+        folded = np.zeros(self.capacity, bool)
+        for slot, (source, _, rng_fold) in copies.items():
+            index[slot], fold[slot], folded[slot] = source, rng_fold, True
+        hps = {k: np.array(v) for k, v in jax.device_get(self.hps).items()}
+        hps = {k: v[index] for k, v in hps.items()}
+        for slot, (_, values, _) in copies.items():
+            for name, value in values.items():
+                hps[name][slot] = value
+        self.states = _exploit_jit()(self.states, index, fold, folded)
+        self.hps = jax.device_put(hps)
+
     def step(self) -> tuple[Any, Any, dict[int, int], float]:
         """One segment for every member; returns host copies of states and metrics."""
         import jax
@@ -147,6 +194,23 @@ def _set_slot_jit():
     return jax.jit(set_slot, donate_argnums=(0, 1))
 
 
+@functools.lru_cache(maxsize=1)
+def _exploit_jit():
+    """One compiled gather copies every exploiting member's state from its source."""
+    import jax
+    import jax.numpy as jnp
+
+    def exploit(states, index, fold, folded):
+        states = jax.tree.map(lambda x: x[index], states)
+        if hasattr(states, "rng"):
+            new = jax.vmap(jax.random.fold_in)(states.rng, fold)
+            mask = folded.reshape((-1,) + (1,) * (states.rng.ndim - 1))
+            states = states.replace(rng=jnp.where(mask, new, states.rng))
+        return states
+
+    return jax.jit(exploit, donate_argnums=(0,))
+
+
 def _member(tree, slot: int):
     import jax
 
@@ -173,6 +237,8 @@ def population_main(worker_id: int, inbox, outbox, capacity: int, node: str = "l
     pending: collections.deque[TrialTask] = collections.deque()
     decisions: dict[int, str] = {}
     population: Population | None = None
+    pbt: PBTRun | None = None
+    received = [0]  # tasks received so far
 
     def receive(block: bool) -> bool:
         """Move inbox messages into `pending` / `decisions`; False when told to exit."""
@@ -188,21 +254,30 @@ def population_main(worker_id: int, inbox, outbox, capacity: int, node: str = "l
                 return False
             if isinstance(msg, TrialTask):
                 pending.append(msg)
+                received[0] += 1
             else:
                 decisions[msg[1]] = msg[2]
 
     while True:
         idle = population is None or not population.members
-        if not receive(block=idle and not pending):
+        # PBT members start together: wait until every one of them has arrived.
+        gathering = pbt is not None and not pbt.started and received[0] < pbt.members
+        if not receive(block=(idle and not pending) or gathering):
             return
         if population is None and pending:
             population = Population(pending[0].agent, capacity)
+            if pending[0].pbt is not None:
+                pbt = make_pbt_run(pending[0].pbt)
         if population is None:
             continue
+        if pbt is not None and not pbt.started:
+            if received[0] < pbt.members:
+                continue
+            pbt.started = True
         _admit_pending(population, pending, worker_id, outbox, node)
         if not population.members:
             continue
-        _run_segment(population, worker_id, outbox, decisions, receive)
+        _run_segment(population, worker_id, outbox, decisions, receive, pbt)
 
 
 def _admit_pending(population: Population, pending, worker_id: int, outbox, node: str = "local") -> None:
@@ -238,11 +313,12 @@ def _admit_pending(population: Population, pending, worker_id: int, outbox, node
             outbox.put(("failed", worker_id, task.trial_id, f"{type(exc).__name__}: {exc}"))
 
 
-def _run_segment(population: Population, worker_id: int, outbox, decisions, receive) -> None:
+def _run_segment(population: Population, worker_id: int, outbox, decisions, receive,
+                 pbt: PBTRun | None = None) -> None:
     from rltune.runner import TrialDiverged
 
     host_states, host_metrics, n, seconds = population.step()
-    waiting = []
+    waiting, diverged, at_interval = [], [], False
     for slot, member in list(population.members.items()):
         state = _member(host_states, slot)
         metrics = _member(host_metrics, slot)
@@ -251,6 +327,9 @@ def _run_segment(population: Population, worker_id: int, outbox, decisions, rece
             member.recorder.record_segment(state, metrics, n[slot], seconds,
                                            compile_seconds=population.compile_seconds)
         except TrialDiverged as exc:
+            if pbt is not None:  # replaced by a copy of a top member below
+                diverged.append(slot)
+                continue
             member.recorder.fail(state, str(exc))
             del population.members[slot]
             outbox.put(("failed", worker_id, trial, f"diverged: {exc}"))
@@ -259,14 +338,65 @@ def _run_segment(population: Population, worker_id: int, outbox, decisions, rece
             _finish(population, slot, state, "completed", worker_id, outbox)
             continue
         reward = member.recorder.reward
-        outbox.put(("report", worker_id, trial, int(state.env_steps), reward if reward is not None else -math.inf))
+        steps = int(state.env_steps)
+        outbox.put(("report", worker_id, trial, steps, reward if reward is not None else -math.inf))
         waiting.append((slot, trial, state))
+        before = steps - n[slot] * member.config.steps_per_update
+        at_interval = at_interval or any(before < b <= steps for b in member.report_steps)
     while any(trial not in decisions for _, trial, _ in waiting):
         if not receive(block=True):
             raise SystemExit(0)
     for slot, trial, state in waiting:
         if decisions.pop(trial) == "stop":
             _finish(population, slot, state, "stopped", worker_id, outbox)
+    if pbt is not None and (at_interval or diverged):
+        _pbt_round(population, pbt, host_states, diverged, not at_interval, worker_id, outbox)
+
+
+def _pbt_round(population: Population, pbt: PBTRun, host_states, diverged: list[int], only_failed: bool,
+               worker_id: int, outbox) -> None:
+    """Exploit and explore among the members still training; report each copy."""
+    import dataclasses
+
+    import jax
+    import numpy as np
+
+    from rltune.config import to_dict
+
+    host_hps = jax.device_get(population.hps)
+    slot_of = {m.task.trial_id: slot for slot, m in population.members.items()}
+    values, hps = {}, {}
+    for trial, slot in slot_of.items():
+        reward = population.members[slot].recorder.reward
+        values[trial] = math.nan if slot in diverged else (reward if reward is not None else -math.inf)
+        hps[trial] = {name: _short_float(host_hps[name][slot]) for name in pbt.names}
+    failed = [population.members[slot].task.trial_id for slot in diverged]
+    choices = pbt.scheduler.exploit_explore(values, hps, failed=failed, only_failed=only_failed)
+    # the values the members train with (float32), written as they will be replayed
+    choices = [dataclasses.replace(c, hps={k: _short_float(np.float32(v)) for k, v in c.hps.items()})
+               for c in choices]
+    copies = {slot_of[c.member]: (slot_of[c.source], c.hps, c.member) for c in choices}
+    for slot in diverged:
+        if slot not in copies:  # no healthy member left to copy: it fails after all
+            member = population.members.pop(slot)
+            member.recorder.fail(_member(host_states, slot), "diverged, and no healthy member to copy")
+            outbox.put(("failed", worker_id, member.task.trial_id, "diverged: no healthy member to copy"))
+    if not copies:
+        return
+    population.exploit(copies)
+    for choice in choices:
+        slot, source = slot_of[choice.member], slot_of[choice.source]
+        member = population.members[slot]
+        traced = {k: _short_float(v[source]) for k, v in host_hps.items()}
+        member.config = dataclasses.replace(member.config, **{**traced, **choice.hps})
+        member.recorder.config, member.recorder.config_dict = member.config, to_dict(member.config)
+        step = int(host_states.env_steps[source])
+        outbox.put(("exploited", worker_id, choice.member, step, choice.source, dict(choice.hps), choice.reason))
+
+
+def _short_float(x) -> float:
+    """A float32 hyperparameter as the shortest decimal that reads back as the same float32."""
+    return float(f"{float(x):.9g}")
 
 
 def _finish(population: Population, slot: int, state, status: str, worker_id: int, outbox) -> None:
