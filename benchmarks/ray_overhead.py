@@ -25,22 +25,13 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # loopback only, for ever
 
 from rltune.tune.spec import spec_from_dict  # noqa: E402
 from rltune.tune.study import run_study  # noqa: E402
+from tune_overhead import TRAINER, trainer_cost  # noqa: E402  (the same trivial trainer, benchmarks/)
 
-TRAINER = ["sh", "-c", 'echo "{\\"reward\\": 1.0, \\"global_step\\": 1}" >> "$CLOUD_ML_HP_METRIC_FILE"']
 RECORDED = Path(__file__).resolve().parent.parent / "tests" / "data" / "ppo_cartpole_curves.json"
 
 
 def load() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
-def trainer_cost(n: int) -> float:
-    with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "CLOUD_ML_HP_METRIC_FILE": str(Path(tmp) / "m")}
-        start = time.perf_counter()
-        for _ in range(n):
-            subprocess.run(TRAINER, env=env, check=True)
-        return (time.perf_counter() - start) / n
 
 
 # ================================================================ per-trial overhead
