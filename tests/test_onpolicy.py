@@ -66,8 +66,8 @@ def test_pg_counts_only_steps_whose_episode_ends_in_the_rollout():
 
 def test_a2c_members_train_with_their_own_hyperparameters(tmp_path):
     from rltune.runner import TrialRecorder
-    from rltune.tune.population import Member, Population
-    from rltune.tune.worker import TrialTask
+    from rltune.tune.executors.population import Member, Population
+    from rltune.tune.executors.base import TrialTask
 
     configs = [from_dict(a2c.Config, {**A2C_TINY, "total_steps": 32 * 8, "learning_rate": lr, "gamma": g})
                for lr, g in ((1e-3, 0.99), (3e-2, 0.9))]

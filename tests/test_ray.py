@@ -86,7 +86,7 @@ def test_builtin_study_runs_trials_on_both_nodes(cluster, tmp_path):
         trial_dir = out / "trials" / str(r.number)
         assert (trial_dir / "checkpoints" / "last.msgpack").exists()
         assert json.loads((trial_dir / "summary.json").read_text())["env_steps"] == 4096
-        assert list((trial_dir / "tb").glob("events.out.tfevents.*"))
+        assert list((trial_dir / "tb").rglob("events.out.tfevents.*"))
     assert (out / "best_config.yaml").exists()
 
 
@@ -104,7 +104,7 @@ def test_external_trainer_study_on_ray(cluster, tmp_path):
     spec = spec_from_dict({"name": "ray-ext", "command": [sys.executable, str(TINY_TRAINER), "--steps", "3"],
                            "search_space": {"learning_rate": {"type": "float", "low": 1e-5, "high": 1e-1,
                                                               "scale": "log"}},
-                           "metric": "reward", "trials": 4, "parallel": 2,
+                           "metric": "reward", "trainer": {"job_dir": True}, "trials": 4, "parallel": 2,
                            "sampler": {"name": "random", "seed": 0}, "executor": "ray",
                            "address": cluster.address})
     out = tmp_path / "study"

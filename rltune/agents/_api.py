@@ -1,6 +1,6 @@
 """The agent contract: what every module in `rltune.agents.AGENTS` provides.
 
-The runner (rltune/runner.py), the population executor (rltune/tune/population.py), evaluation
+The runner (rltune/runner.py), the population executor (rltune/tune/executors/population.py), evaluation
 and `load_agent` (rltune/policy.py) and checkpoints rely on exactly this, nothing else:
 
 Module attributes
