@@ -2,11 +2,11 @@
 
 Replay buffer, a target network copied every `update_target` env steps, a linear epsilon-greedy
 schedule, an MLP or the Nature CNN (Atari). The TD loss is squared error, or Huber for Atari
-(clipped rewards, as in the Nature paper): with Huber (delta 1) on returns of ~100, almost every
-TD error is in the linear regime, so the few large errors that carry the terminal states' low
-values get the same pull as the many small ones; Q then fits a median that ignores episode ends
-and bootstraps upward without bound (CartPole-v1: Q past 10^6 where 100 is the maximum;
-tests/test_offpolicy.py has the probe). Runs compiled on gymnax envs and in a
+(clipped rewards, as in the Nature paper). Huber (delta 1) on unclipped returns of ~100 made Q
+diverge on CartPole-v1 (past 10^6 where 100 is the largest return; an independent minimal DQN
+did the same, squared error did not): almost every TD error sits in Huber's linear regime, so
+the rare large errors that carry the episode ends pull no harder than the many small ones.
+tests/test_offpolicy.py keeps a probe with known values for it. Runs compiled on gymnax envs and in a
 host loop on Gymnasium envs (see rltune/agents/_offpolicy.py); the math below serves both.
 """
 
