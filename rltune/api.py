@@ -41,7 +41,7 @@ class Run:
 
 def train(agent: str, env: str | None = None, *, total_steps: int | None = None, config: str | Path | None = None,
           preset: str = "auto", out: str | Path | None = None, eval_episodes: int = 10,
-          segment_steps: int | None = None, verbose: bool = False, **hyperparameters) -> Run:
+          segment_steps: int | None = None, progress: bool = False, **hyperparameters) -> Run:
     """Train `agent` on `env`; keyword arguments are config fields (as the CLI's flags)."""
     from rltune.config import load_yaml
     from rltune.envs import env_info
@@ -60,9 +60,8 @@ def train(agent: str, env: str | None = None, *, total_steps: int | None = None,
     if file_agent != agent:
         raise UsageError("agent", f"{config} is a config for {file_agent!r}, not {agent!r}")
     resolved = resolve_config(agent, overrides, file_values, preset_mode=preset, source=str(config or "arguments"))
-    if verbose:
-        for note in resolved.notes:
-            print(note)
+    for note in resolved.notes:  # which preset applied, or that the env has none
+        print(note)
     cfg = resolved.config
     if eval_episodes < 0:
         raise UsageError("eval_episodes", "must be >= 0")
@@ -70,7 +69,7 @@ def train(agent: str, env: str | None = None, *, total_steps: int | None = None,
     directory = Path(out or f"runs/{cfg.env.replace('/', '_')}-{agent}-{time.strftime('%Y%m%d-%H%M%S')}")
     summary = run_training(agent, cfg, directory,
                            options=RunOptions(segment_steps=segment_steps, eval_episodes=eval_episodes,
-                                              progress=verbose))
+                                              progress=progress))
     return Run(agent, directory, cfg, summary, resolved.preset)
 
 
