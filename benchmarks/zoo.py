@@ -17,6 +17,8 @@ C2A2 have no RL Zoo entry.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import statistics
 import sys
@@ -76,8 +78,9 @@ def main() -> int:
         evals, walls, steps = [], [], 0
         for seed in args.seeds:
             start = time.perf_counter()
-            run = rltune.train(agent, env=env, seed=seed, eval_episodes=args.episodes,
-                               out=root / f"{agent}-{env.replace('/', '_')}-{seed}")
+            with contextlib.redirect_stdout(io.StringIO()):  # the "preset applied" note, per run
+                run = rltune.train(agent, env=env, seed=seed, eval_episodes=args.episodes,
+                                   out=root / f"{agent}-{env.replace('/', '_')}-{seed}")
             walls.append(time.perf_counter() - start)
             evals.append(run.summary["eval"]["mean"])
             steps = run.config.total_steps
