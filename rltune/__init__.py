@@ -2,7 +2,7 @@
 
 from rltune.errors import UsageError
 
-__all__ = ["UsageError", "load_agent"]
+__all__ = ["UsageError", "load_agent", "train", "tune"]
 __version__ = "0.1.0"
 
 
@@ -12,4 +12,8 @@ def __getattr__(name):
         from rltune.policy import load_agent
 
         return load_agent
+    if name in ("train", "tune"):
+        from rltune import api
+
+        return getattr(api, name)
     raise AttributeError(name)

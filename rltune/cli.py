@@ -7,6 +7,7 @@ and a message naming the field, before anything is written.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -36,6 +37,10 @@ def _train_parser(sub) -> None:
         p = agents.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0],
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         p.add_argument("--config", help="YAML file of config fields; flags override it.")
+        p.add_argument("--preset", choices=("auto", "none"), default="auto",
+                       help="auto: start from the tuned preset of this agent and env "
+                            "(rltune/presets/<agent>.yaml) when there is one; none: the bare defaults. "
+                            "Order: defaults < preset < --config < flags.")
         p.add_argument("--out", help="Run directory (default runs/<env>-<agent>-<timestamp>).")
         p.add_argument("--resume", metavar="RUN_DIR", help="Continue a run from its last checkpoint.")
         p.add_argument("--eval-episodes", type=int, default=10,
@@ -90,7 +95,8 @@ _OPTIONAL_COMMANDS = [
 def cmd_train(args) -> int:
     from rltune import checkpoint
     from rltune.agents import get_agent
-    from rltune.config import config_from_args, from_dict, load_yaml
+    from rltune.config import from_dict, load_yaml
+    from rltune.presets import resolve_config
     from rltune.runner import RunOptions, TrialDiverged, train
 
     module = get_agent(args.agent)
@@ -114,7 +120,12 @@ def cmd_train(args) -> int:
         file_agent = file_values.pop("agent", args.agent)
         if file_agent != args.agent:
             raise UsageError("agent", f"{args.config} is a config for {file_agent!r}, not {args.agent!r}")
-        config = config_from_args(module.Config, args, file_values, source=args.config or "flags")
+        flags = {k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(module.Config)}}
+        resolved = resolve_config(args.agent, flags, file_values, preset_mode=args.preset,
+                                  source=args.config or "flags")
+        config = resolved.config
+        for note in resolved.notes:
+            print(note)
         run_dir = Path(args.out or f"runs/{config.env.replace('/', '_')}-{args.agent}-{time.strftime('%Y%m%d-%H%M%S')}")
         _check_new_run_dir(run_dir)
     if args.eval_episodes < 0:
@@ -124,6 +135,9 @@ def cmd_train(args) -> int:
     from rltune.envs import env_info
 
     env_info(config.env, config.backend)  # unknown env: a usage error before the run directory exists
+    if not args.resume:
+        print(f"config ({run_dir / 'config.yaml'}):")
+        print(_config_text(config), end="")
     try:
         summary = train(args.agent, config, run_dir, options=options, resume=bool(args.resume))
     except TrialDiverged as exc:
@@ -176,6 +190,14 @@ def _capture_video(args, run_dir: Path) -> None:
 
     for rec in capture_run_videos(run_dir):
         print(f"video: {rec.path} ({rec.frames} frames, return {sum(rec.returns):.1f})")
+
+
+def _config_text(config) -> str:
+    import yaml
+
+    from rltune.config import to_dict
+
+    return "".join(f"  {line}\n" for line in yaml.safe_dump(to_dict(config), sort_keys=False).splitlines())
 
 
 def _print_summary(run_dir: Path, summary: dict) -> None:

@@ -180,9 +180,14 @@ def flag_name(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
 
 
+# Spellings users bring from CleanRL and Stable-Baselines3, accepted beside ours.
+FLAG_ALIASES = {"env": ("--env-id",), "total_steps": ("--total-timesteps",)}
+
+
 def add_config_flags(parser: argparse.ArgumentParser, cls) -> None:
     """One flag per field, typed, with the field's help and default. Defaults are SUPPRESSed so
-    that only the flags the user gave override a --config file."""
+    that only the flags the user gave override a --config file. Booleans take a value
+    (`--double-dqn false`), none (`--double-dqn`) or the negated form (`--no-double-dqn`)."""
     types_ = field_types(cls)
     group = parser.add_argument_group(f"{cls.__name__} fields")
     for f in dataclasses.fields(cls):
@@ -196,13 +201,15 @@ def add_config_flags(parser: argparse.ArgumentParser, cls) -> None:
         help_text = f"{meta.get('help', '')} (default: {f.default}{'; ' + ', '.join(extra) if extra else ''})"
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
         if kind is bool:
-            kwargs["type"] = _parse_bool
-            kwargs["metavar"] = "{true,false}"
+            kwargs.update(type=_parse_bool, metavar="{true,false}", nargs="?", const=True)
         else:
             kwargs["type"] = kind
         if meta.get("choices"):
             kwargs["choices"] = meta["choices"]
-        group.add_argument(flag_name(f.name), **kwargs)
+        group.add_argument(flag_name(f.name), *FLAG_ALIASES.get(f.name, ()), **kwargs)
+        if kind is bool:
+            group.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_const",
+                               const=False, default=argparse.SUPPRESS, help=f"Same as {flag_name(f.name)} false.")
 
 
 def _parse_bool(text: str) -> bool:

@@ -47,6 +47,29 @@ def test_dqn_bootstraps_from_the_true_final_observation_on_truncation():
     np.testing.assert_allclose(q_values(config, state.params, [[0.0]]), [[5.0, 5.0]], atol=0.3)
 
 
+def test_dqn_q_converges_to_known_values_and_never_passes_the_bound():
+    # Probe-Chain-v0: reward 1 per step, terminated after 50 steps, so Q(t, a) = (1 - g^(50-t))/(1-g)
+    # <= 1/(1-g) = 100. The default loss must converge to those values without overshooting; the
+    # Huber loss on these unclipped returns is what made DQN diverge on CartPole, and the probe
+    # catches it (Q passes the bound).
+    t = np.arange(50)
+    true = ((1 - 0.99 ** (50 - t)) / (1 - 0.99))[:, None]
+    obs = (t / 50.0)[:, None]
+    peak = {}
+    for loss in ("auto", "huber"):
+        config = make(dqn, env="Probe-Chain-v0", num_envs=4, total_steps=24_000, learning_rate=1e-3,
+                      buffer_size=10_000, learning_starts=1_000, train_freq=1, update_target=100, loss=loss)
+        state, peak[loss] = dqn.init(config), 0.0
+        for _ in range(3):
+            state, _ = dqn.train_segment(config, state, config.num_updates // 3)
+            q = q_values(config, state.params, obs)
+            peak[loss] = max(peak[loss], float(q.max()))
+        if loss == "auto":
+            np.testing.assert_allclose(q, np.broadcast_to(true, q.shape), atol=3.0)
+    assert peak["auto"] < 100 * 1.05
+    assert peak["huber"] > 100 * 1.1
+
+
 @pytest.mark.parametrize("name", ["td3", "ddpg", "c2a2"])
 def test_actor_critic_finds_the_best_continuous_action(name):
     # Reward 1 - (a - x/2)^2 in one-step episodes: best action x/2, Q(x, x/2) = 1.

@@ -1,7 +1,12 @@
 """Deep Q-Network (Mnih et al. 2015) with the Double DQN option (van Hasselt et al. 2016).
 
 Replay buffer, a target network copied every `update_target` env steps, a linear epsilon-greedy
-schedule, Huber loss, an MLP or the Nature CNN (Atari). Runs compiled on gymnax envs and in a
+schedule, an MLP or the Nature CNN (Atari). The TD loss is squared error, or Huber for Atari
+(clipped rewards, as in the Nature paper). Huber (delta 1) on unclipped returns of ~100 made Q
+diverge on CartPole-v1 (past 10^6 where 100 is the largest return; an independent minimal DQN
+did the same, squared error did not): almost every TD error sits in Huber's linear regime, so
+the rare large errors that carry the episode ends pull no harder than the many small ones.
+tests/test_offpolicy.py keeps a probe with known values for it. Runs compiled on gymnax envs and in a
 host loop on Gymnasium envs (see rltune/agents/_offpolicy.py); the math below serves both.
 """
 
@@ -38,6 +43,9 @@ class DQNConfig(off.OffPolicyConfig):
     end_e: float = param(0.05, "Final exploration epsilon.", low=0.0, high=1.0)
     exploration_fraction: float = param(0.5, "Fraction of total_steps over which epsilon decays "
                                         "linearly.", low=0.0, high=1.0, low_exclusive=True)
+    loss: str = param("auto", "TD loss: auto (Huber for Atari, else squared error), mse, huber. Huber "
+                      "diverges on unclipped returns much larger than 1 (see the module docstring).",
+                      choices=("auto", "mse", "huber"), static=True)
     max_grad_norm: float = param(10.0, "Gradient clipping by global norm.", low=0.0, low_exclusive=True)
     network: str = param("auto", "Q-network: auto (Nature CNN for Atari, else MLP), mlp, nature_cnn.",
                          choices=("auto", "mlp", "nature_cnn"), static=True)
@@ -74,8 +82,12 @@ def epsilon(config: DQNConfig, hp, env_steps):
 
 
 # ---------------------------------------------------------------- loss
-def td_loss(network, hp, double: bool, params, target_params, batch):
-    """Huber loss between Q(s, a) and r + gamma * (1 - terminated) * Q_target(s', a*)."""
+def uses_huber(config: DQNConfig, info: EnvInfo) -> bool:
+    return config.loss == "huber" or (config.loss == "auto" and is_atari(info.env_id))
+
+
+def td_loss(network, hp, double: bool, huber: bool, params, target_params, batch):
+    """Squared error (or Huber) between Q(s, a) and r + gamma * (1 - terminated) * Q_target(s', a*)."""
     q = network.apply(params, batch["obs"])
     q_taken = jnp.take_along_axis(q, batch["action"][:, None].astype(jnp.int32), -1)[:, 0]
     q_next = network.apply(target_params, batch["next_obs"])
@@ -85,13 +97,15 @@ def td_loss(network, hp, double: bool, params, target_params, batch):
     else:
         next_value = q_next.max(-1)
     target = batch["reward"] + hp["gamma"] * (1.0 - batch["terminated"]) * next_value
-    loss = optax.huber_loss(q_taken, jax.lax.stop_gradient(target)).mean()
+    target = jax.lax.stop_gradient(target)
+    loss = (optax.huber_loss(q_taken, target) if huber else 0.5 * (q_taken - target) ** 2).mean()
     return loss, {"loss": loss, "q_value": q_taken.mean()}
 
 
 # ---------------------------------------------------------------- the algorithm for the loop
 def make_algo(config: DQNConfig, info: EnvInfo) -> off.Algo:
     network = make_network(config, info)
+    huber = uses_huber(config, info)
 
     def init_learner(rng, hp):
         params = network.init(rng, jnp.zeros((1, *info.obs_shape), jnp.float32))
@@ -105,7 +119,7 @@ def make_algo(config: DQNConfig, info: EnvInfo) -> off.Algo:
         return jnp.where(coin, random, greedy)
 
     def update(hp, learner: off.Learner, batch, rng):
-        grads, metrics = jax.grad(partial(td_loss, network, hp, config.double_dqn), has_aux=True)(
+        grads, metrics = jax.grad(partial(td_loss, network, hp, config.double_dqn, huber), has_aux=True)(
             learner.params, learner.target_params, batch)
         updates, opt_state = _optimizer(hp).update(grads, learner.opt_state, learner.params)
         params = off.apply_lr(learner.params, updates, hp["learning_rate"])

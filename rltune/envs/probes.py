@@ -6,6 +6,10 @@
   terminating: the episode returns are known exactly, for auto-reset bookkeeping tests.
 - `Probe-Sign-v0`: observation +1 or -1 at random, one-step episodes; reward 1 for action 1
   when the observation is +1 and for action 0 when it is -1. The optimal policy is known.
+- `Probe-Chain-v0`: observation t / 50 at step t, reward 1 every step, terminated after 50
+  steps whatever the actions: Q(t, a) = (1 - gamma^(50 - t)) / (1 - gamma) for both actions, never
+  above 1 / (1 - gamma). A regression that down-weights the rare terminal transition (Huber loss
+  on returns >> 1) overshoots it without bound.
 - `Probe-Continuous-v0`: observation x uniform in [-1, 1], one-step episodes, a continuous
   action a in [-1, 1] with reward 1 - (a - x / 2)^2: the best action is x / 2 (reward 1) and
   Q(x, a) equals the reward.
@@ -31,6 +35,9 @@ class ProbeParams(environment.EnvParams):
     max_steps_in_episode: int = 10
 
 
+CHAIN_LENGTH = 50
+
+
 class _Probe(environment.Environment):
     kind = ""
 
@@ -39,6 +46,10 @@ class _Probe(environment.Environment):
         return ProbeParams(max_steps_in_episode=10 if self.kind == "truncation" else 100)
 
     def reset_env(self, key, params, episode=0):
+        if self.kind == "chain":
+            obs = jnp.zeros((1,), jnp.float32)
+            return obs, ProbeState(time=0, obs=obs, target=jnp.asarray(CHAIN_LENGTH, jnp.float32),
+                                   episode=jnp.asarray(episode, jnp.int32))
         sign = jnp.where(jax.random.bernoulli(key), 1.0, -1.0)
         obs = jnp.array([sign if self.kind == "sign" else 0.0], jnp.float32)
         target = sign if self.kind == "sign" else jnp.asarray(episode % 3 + 1, jnp.float32)
@@ -51,9 +62,11 @@ class _Probe(environment.Environment):
             terminated = jnp.asarray(True)
         else:
             reward = jnp.asarray(1.0)
-            terminated = (jnp.asarray(state.time + 1, jnp.float32) >= state.target) if self.kind == "countdown" \
-                else jnp.asarray(False)
+            terminated = (jnp.asarray(state.time + 1, jnp.float32) >= state.target) if self.kind in (
+                "countdown", "chain") else jnp.asarray(False)
         state = state.replace(time=state.time + 1)
+        if self.kind == "chain":
+            state = state.replace(obs=jnp.full((1,), state.time / CHAIN_LENGTH, jnp.float32))
         return state.obs, state, reward, terminated, {}
 
     def step(self, key, state, action, params=None):
@@ -88,6 +101,10 @@ class Countdown(_Probe):
 
 class Sign(_Probe):
     kind = "sign"
+
+
+class Chain(_Probe):
+    kind = "chain"
 
 
 @struct.dataclass
@@ -125,5 +142,5 @@ class Continuous(environment.Environment):
         return spaces.Box(-1.0, 1.0, (1,), jnp.float32)
 
 
-PROBES = {"Probe-Truncation-v0": Truncation, "Probe-Countdown-v0": Countdown, "Probe-Sign-v0": Sign,
+PROBES = {"Probe-Truncation-v0": Truncation, "Probe-Countdown-v0": Countdown, "Probe-Sign-v0": Sign, "Probe-Chain-v0": Chain,
           "Probe-Continuous-v0": Continuous}

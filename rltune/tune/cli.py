@@ -36,13 +36,39 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="Do not record a video of the best trial at the end (STUDY/best.mp4).")
     p.add_argument("--eval-episodes", type=int, default=10,
                    help="Evaluation episodes at the end of each built-in trial (0 to skip).")
+    p.add_argument("--agent", help="Tune this built-in agent without a spec file: its default search "
+                                   "space (rltune/presets/search_spaces.yaml) from its preset for --env.")
+    p.add_argument("--env", help="Environment id for --agent (default: the agent's default env).")
+    p.add_argument("--scheduler", help="Override the early-stopping scheduler: fifo, median, asha, "
+                                       "successive_halving, hyperband, hypertrick (default parameters).")
+
+
+def agent_spec_dict(agent: str, env: str | None) -> dict:
+    """A native spec for `--agent A --env X`: the agent's default search space over its preset
+    for X (or its defaults), 20 trials, 2 at a time, TPE. Flags such as --trials override it."""
+    from rltune.agents import get_agent
+    from rltune.presets import default_search_space, preset
+
+    module = get_agent(agent)
+    env = env or next(f.default for f in dataclasses.fields(module.Config) if f.name == "env")
+    space = default_search_space(agent)
+    fixed = {k: v for k, v in (preset(agent, env) or {}).items() if k not in space}
+    return {"name": f"{agent}-{env.replace('/', '_')}", "agent": agent, "env": env, "fixed": fixed,
+            "search_space": space, "metric": "reward", "goal": "maximize", "trials": 20, "parallel": 2,
+            "sampler": {"name": "tpe", "seed": 0}, "scheduler": "fifo"}
 
 
 def load(args) -> "StudySpec":  # noqa: F821
-    from rltune.tune.spec import SamplerSpec, load_spec
+    from rltune.tune.spec import SamplerSpec, SchedulerSpec, load_spec, spec_from_dict
 
-    if args.spec:
+    if args.spec:  # a spec file wins over --agent / --env
+        if args.agent or args.env:
+            print(f"note: {args.spec} defines the study; --agent and --env are ignored")
         spec = load_spec(args.spec, command=args.trainer or None)
+    elif args.agent or args.env:
+        if args.trainer:
+            raise UsageError("--agent", "tunes a built-in agent; an external trainer needs a spec file")
+        spec = spec_from_dict(agent_spec_dict(args.agent or "ppo", args.env))
     else:
         with resources.as_file(resources.files("rltune.tune") / "default_study.yaml") as path:
             spec = load_spec(path, command=args.trainer or None)
@@ -57,6 +83,9 @@ def load(args) -> "StudySpec":  # noqa: F821
         overrides["sampler"] = SamplerSpec(args.sampler or spec.sampler.name,
                                            args.seed if args.seed is not None else spec.sampler.seed,
                                            spec.sampler.options if not args.sampler else {})
+    if args.scheduler:
+        overrides["scheduler"] = SchedulerSpec(args.scheduler.lower())
+        overrides["early_stopping"] = args.scheduler.lower() != "fifo"
     if args.storage:
         overrides["storage"] = args.storage
     if args.executor:
