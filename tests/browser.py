@@ -28,16 +28,34 @@ class PageResult:
     screenshot: bytes
 
 
+def _kill_group(proc: subprocess.Popen) -> None:
+    import os
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=10)
+            time.sleep(0.2)  # its helpers leave with it
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def open_page(url: str, expression: str, *, width: int = 1000, height: int = 900, timeout: float = 60) -> PageResult:
     from websockets.sync.client import connect
 
     exe = chromium()
     assert exe, "chromium is not installed (.ci/run installs it: apt-get install chromium)"
-    with tempfile.TemporaryDirectory() as profile:
+    # Chromium's helper processes may still write into the profile as it goes: the whole process
+    # group is killed, and a file they leave behind does not fail the test.
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen([exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                                  "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
                                  f"--user-data-dir={profile}", f"--window-size={width},{height}", "about:blank"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             port_file = Path(profile) / "DevToolsActivePort"
             deadline = time.time() + timeout
@@ -48,12 +66,7 @@ def open_page(url: str, expression: str, *, width: int = 1000, height: int = 900
             with connect(f"ws://127.0.0.1:{port}{path}", max_size=None) as ws:
                 return _drive(ws, url, expression, deadline)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _kill_group(proc)
 
 
 def _drive(ws, url: str, expression: str, deadline: float) -> PageResult:
