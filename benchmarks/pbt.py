@@ -38,30 +38,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from study_vs_peers import _load  # noqa: E402
-
-EVAL_SEED = 10_000
+from study_vs_peers import _load, evaluate  # noqa: E402  (one evaluation for both)
 
 
-def evaluate(act, env_id: str, episodes: int, seed: int = EVAL_SEED) -> dict:
-    """`act(obs) -> action` on the Gymnasium env, deterministic policy; episode i reset with seed + i."""
-    import gymnasium as gym
-    import numpy as np
-
-    env = gym.make(env_id)
-    returns = []
-    try:
-        for i in range(episodes):
-            obs, _ = env.reset(seed=seed + i)
-            total, done = 0.0, False
-            while not done:
-                obs, reward, terminated, truncated, _ = env.step(int(np.asarray(act(obs)).reshape(())))
-                total += float(reward)
-                done = terminated or truncated
-            returns.append(total)
-    finally:
-        env.close()
-    return {"mean": float(np.mean(returns)), "std": float(np.std(returns)), "episodes": episodes}
 
 SPACE = {"learning_rate": (1e-4, 1e-1, True), "ent_coef": (0.0, 0.03, False)}
 PPO = {"num_envs": 4, "num_steps": 128, "num_minibatches": 4, "update_epochs": 4, "gamma": 0.99,
@@ -106,7 +85,7 @@ def run_rltune(peer: str, args, out: Path) -> dict:
     if best is not None:
         agent = rltune.load_agent(study_dir / "trials" / str(best.number), which="last")
         row["best"] = {"number": best.number, "value": best.value,
-                       "eval": evaluate(agent.act, args.env, args.best_episodes)}
+                       "eval": evaluate(agent.act, args.best_episodes, env_id=args.env)}
         pbt = study_dir / "trials" / str(best.number) / "pbt.json"
         if pbt.exists():
             row["best"]["copies"] = len(json.loads(pbt.read_text())["pbt_lineage"])
@@ -216,8 +195,8 @@ def run_ray_pbt(args, out: Path) -> dict:
             model = SB3PPO.load(os.path.join(d, "model.zip"), device="cpu",
                                 custom_objects={"learning_rate": 0.0, "lr_schedule": lambda _: 0.0})
         row["best"] = {"number": None, "value": best.metrics["reward"],
-                       "eval": evaluate(lambda obs: model.predict(obs, deterministic=True)[0], args.env,
-                                        args.best_episodes)}
+                       "eval": evaluate(lambda obs: model.predict(obs, deterministic=True)[0],
+                                        args.best_episodes, env_id=args.env)}
     ray.shutdown()
     return row
 

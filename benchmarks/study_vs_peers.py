@@ -77,12 +77,12 @@ def cpu_seconds() -> float:
 
 
 # ================================================================ evaluation (both worlds)
-def evaluate(act, episodes: int, seed: int = EVAL_SEED) -> dict:
-    """`act(obs) -> action` on Gymnasium CartPole-v1; episode i is reset with seed + i."""
+def evaluate(act, episodes: int, seed: int = EVAL_SEED, env_id: str = "CartPole-v1") -> dict:
+    """`act(obs) -> action` on the Gymnasium env (discrete actions); episode i is reset with seed + i."""
     import gymnasium as gym
     import numpy as np
 
-    env = gym.make("CartPole-v1")
+    env = gym.make(env_id)
     returns = []
     try:
         for i in range(episodes):
