@@ -174,16 +174,24 @@ def _pause_interval(pause) -> tuple[float | None, float | None]:
     return p["paused"], p["resumed"]
 
 
+def _grid(n: int, row_height: float):
+    """A figure of `n` small plots, three a row; the cells past `n` are blank. Returns (figure,
+    the n axes in reading order)."""
+    cols = min(3, n)
+    rows = math.ceil(n / cols)
+    fig = _figure(3.2 * cols, row_height * rows)
+    axes = list(fig.subplots(rows, cols, squeeze=False).flat)
+    for ax in axes[n:]:
+        ax.set_axis_off()
+    return fig, axes[:n]
+
+
 def params_plot(trials, names, scales: dict[str, str], metric: str) -> str:
     done = [r for r in trials if r.value is not None and math.isfinite(r.value)]
     if not done or not names:
         return _note("No trial with a value to plot against its parameters.")
-    cols = min(3, len(names))
-    rows = math.ceil(len(names) / cols)
-    fig = _figure(3.2 * cols, 2.8 * rows)
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for i, name in enumerate(names):
-        ax = axes[i // cols][i % cols]
+    fig, axes = _grid(len(names), 2.8)
+    for name, ax in zip(names, axes):
         points = [(r.params.get(name), r.value, r.state) for r in done if r.params.get(name) is not None]
         numeric = all(isinstance(p[0], (int, float)) for p in points)
         labels = sorted({str(p[0]) for p in points})
@@ -198,8 +206,6 @@ def params_plot(trials, names, scales: dict[str, str], metric: str) -> str:
             ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on short ranges
         ax.set_xlabel(name)
         ax.set_ylabel(metric)
-    for j in range(len(names), rows * cols):
-        axes[j // cols][j % cols].set_axis_off()
     return _plot(fig, "parameters", f"{metric} against each hyperparameter, coloured by state.")
 
 
@@ -291,20 +297,14 @@ def metrics_plot(lines: list[dict]) -> str:
         return _note("metrics.jsonl has no metric yet.")
     from matplotlib.ticker import MaxNLocator
 
-    cols = min(3, len(keys))
-    rows = math.ceil(len(keys) / cols)
-    fig = _figure(3.2 * cols, 2.6 * rows)
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for i, key in enumerate(keys):
-        ax = axes[i // cols][i % cols]
+    fig, axes = _grid(len(keys), 2.6)
+    for key, ax in zip(keys, axes):
         pts = [(m["step"], m[key]) for m in lines if isinstance(m.get(key), (int, float)) and "step" in m]
         if pts:
             ax.plot(*zip(*pts), lw=1.2)
         ax.set_title(key, fontsize=9)
         ax.tick_params(labelsize=7)
         ax.xaxis.set_major_locator(MaxNLocator(4))
-    for j in range(len(keys), rows * cols):
-        axes[j // cols][j % cols].set_axis_off()
     return _plot(fig, "metrics", "Every metric of the run against env steps (metrics.jsonl).")
 
 
