@@ -229,24 +229,8 @@ from rltune.tune.external import (  # noqa: E402
 
 KEBAB = Path(__file__).parent / "trainers" / "kebab_trainer.py"
 from kebab_trainer import expected_scores  # noqa: E402
-
-
-def _alive(pid: int) -> bool:
-    """Running (a zombie waiting for a parent that is gone counts as dead)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
-
-
-def _wait_until(predicate, timeout=20.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
+from helpers import alive as _alive  # noqa: E402
+from helpers import wait_for  # noqa: E402
 
 
 def test_flag_styles_kebab_case_and_job_dir_on_request(tmp_path):
@@ -345,7 +329,7 @@ def test_the_strict_trainer_refuses_the_cloud_convention(tmp_path):
 
 
 def _child_pids(trial_dir: Path) -> tuple[int, int]:
-    assert _wait_until(lambda: (trial_dir / "child.pid").exists())
+    assert wait_for(lambda: (trial_dir / "child.pid").exists(), 20, interval=0.05)
     return int((trial_dir / "trainer.pid").read_text()), int((trial_dir / "child.pid").read_text())
 
 
@@ -371,7 +355,7 @@ def test_every_exit_path_kills_the_trainers_process_group(tmp_path, way_out):
         result = run_external_trial(command, {"learning_rate": 0.1}, 1, trial_dir, "episode/score", **kw)
         expected = {"stop": "stopped early at step 100", "timeout": "timeout after 1.5s"}[way_out]
         assert result.reason == expected
-    assert pids and _wait_until(lambda: not any(_alive(p) for p in pids), 5)
+    assert pids and wait_for(lambda: not any(_alive(p) for p in pids), 5, interval=0.05)
     assert not (trial_dir / "trainer.pgid").exists()
 
 
@@ -398,7 +382,7 @@ def test_trainer_dies_with_a_terminated_worker(tmp_path, sig):
     if sig == signal.SIGKILL:
         assert _alive(trainer) and _alive(child)  # orphans, until someone kills their group
         assert kill_trial_trainer(trial_dir, grace_period=1.0)
-    assert _wait_until(lambda: not _alive(trainer) and not _alive(child), 10)
+    assert wait_for(lambda: not _alive(trainer) and not _alive(child), 10, interval=0.05)
     assert not (trial_dir / "trainer.pgid").exists()
     assert not kill_trial_trainer(trial_dir)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from helpers import alive, wait_for
 from rltune.cli import main
 
 TINY_TRAINER = Path(__file__).parent / "trainers" / "tiny_trainer.py"
@@ -29,26 +30,6 @@ def rows(study_dir):
             return list(csv.DictReader(fh))
     except FileNotFoundError:
         return []
-
-
-def wait_for(predicate, timeout=120.0):
-    end = time.time() + timeout
-    while time.time() < end:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie is dead, only not yet reaped
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 SPEC = """

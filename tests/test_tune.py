@@ -7,13 +7,13 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import optuna
 import pytest
 import yaml
 
+from helpers import wait_for
 from rltune.cli import main
 
 TINY_TRAINER = Path(__file__).parent / "trainers" / "tiny_trainer.py"
@@ -124,15 +124,6 @@ def test_external_trainer_through_the_cloud_format(tmp_path, channel):
         float(max(table, key=lambda r: float(r["reward"]))["learning_rate"]))
 
 
-def _wait_for(predicate, timeout=120.0):
-    end = time.time() + timeout
-    while time.time() < end:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def test_killed_trial_is_failed_and_the_study_goes_on(tmp_path):
     spec = write(tmp_path / "hptuning.yaml", CLOUD_SPEC)
     out = tmp_path / "study"
@@ -140,8 +131,8 @@ def test_killed_trial_is_failed_and_the_study_goes_on(tmp_path):
                              sys.executable, str(TINY_TRAINER), "--steps", "10", "--sleep", "0.3"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pid_file = out / "trials" / "0" / "pid"
-    assert _wait_for(pid_file.exists)
-    assert _wait_for(lambda: (out / "trials" / "0" / "job" / "trainer.pid").exists())
+    assert wait_for(pid_file.exists)
+    assert wait_for(lambda: (out / "trials" / "0" / "job" / "trainer.pid").exists())
     os.kill(int(pid_file.read_text()), signal.SIGKILL)  # the trial's worker process
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr
@@ -174,7 +165,7 @@ def test_interrupted_study_resumes_without_losing_completed_trials(tmp_path):
         except (FileNotFoundError, KeyError):
             return False
 
-    assert _wait_for(completed)
+    assert wait_for(completed)
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)
     assert proc.returncode == 130
