@@ -142,14 +142,10 @@ def live(steps: int) -> None:
     """16 PPO CartPole trials on 6 slots (a local Ray with 6 logical CPUs), HyperTrick vs
     HyperBand, same sampler seed (the same 16 configs)."""
     print(f"load average before: {load()}")
-    for label, scheduler in (("hyperband", {"name": "hyperband", "reduction_factor": 3}),
-                             ("hypertrick", {"name": "hypertrick", "num_phases": 5, "r": 0.25})):
-        spec = spec_from_dict({
-            "name": f"live-{label}", "agent": "ppo", "env": "CartPole-v1", "budget_steps": steps,
-            "search_space": {"learning_rate": {"type": "float", "low": 1e-5, "high": 1e-2, "scale": "log"},
-                             "ent_coef": {"type": "float", "low": 0.0, "high": 0.05}},
-            "trials": 16, "parallel": 6, "executor": "ray", "sampler": {"name": "random", "seed": 3},
-            "scheduler": scheduler})
+    from schedulers import live_spec  # the study of benchmarks/schedulers.py --live, on Ray
+
+    for label in ("hyperband", "hypertrick"):
+        spec = live_spec(label, trials=16, steps=steps, parallel=6, executor="ray")
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
             result = run_study(spec, Path(tmp) / "study", eval_episodes=20)

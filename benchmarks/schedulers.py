@@ -69,24 +69,33 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # ================================================================ LIVE STUDIES
+LIVE_SCHEDULERS = {"none": "fifo", "hyperband": {"name": "hyperband", "reduction_factor": 3},
+                   "hypertrick": {"name": "hypertrick", "num_phases": 5, "r": 0.25}}
+
+
+def live_spec(label: str, trials: int, steps: int, parallel: int = 2, executor: str = "local"):
+    """The live PPO CartPole-v1 study under scheduler `label` (a key of LIVE_SCHEDULERS); the
+    sampler seed is fixed, so every scheduler sees the same configs."""
+    from rltune.tune.spec import spec_from_dict
+
+    return spec_from_dict({
+        "name": f"live-{label}", "agent": "ppo", "env": "CartPole-v1", "budget_steps": steps,
+        "search_space": {"learning_rate": {"type": "float", "low": 1e-5, "high": 1e-2, "scale": "log"},
+                         "ent_coef": {"type": "float", "low": 0.0, "high": 0.05}},
+        "trials": trials, "parallel": parallel, "executor": executor, "sampler": {"name": "random", "seed": 3},
+        "scheduler": LIVE_SCHEDULERS[label]})
+
+
 def live(trials: int, steps: int) -> None:
-    """The same real PPO CartPole-v1 study (same sampler seed, so the same configs) run with no
-    early stopping, HyperBand and HyperTrick, 2 trials at a time on this machine."""
+    """The same real PPO CartPole-v1 study run with no early stopping, HyperBand and HyperTrick,
+    2 trials at a time on this machine."""
     import tempfile
 
-    from rltune.tune.spec import spec_from_dict
     from rltune.tune.study import run_study
 
-    schedulers = {"none": "fifo", "hyperband": {"name": "hyperband", "reduction_factor": 3},
-                  "hypertrick": {"name": "hypertrick", "num_phases": 5, "r": 0.25}}
     rows = {}
-    for label, scheduler in schedulers.items():
-        spec = spec_from_dict({
-            "name": f"live-{label}", "agent": "ppo", "env": "CartPole-v1", "budget_steps": steps,
-            "search_space": {"learning_rate": {"type": "float", "low": 1e-5, "high": 1e-2, "scale": "log"},
-                             "ent_coef": {"type": "float", "low": 0.0, "high": 0.05}},
-            "trials": trials, "parallel": 2, "sampler": {"name": "random", "seed": 3},
-            "scheduler": scheduler})
+    for label in LIVE_SCHEDULERS:
+        spec = live_spec(label, trials, steps)
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
             result = run_study(spec, Path(tmp) / "study", eval_episodes=20)
