@@ -56,7 +56,8 @@ class StudyDriver:
         self.scheduler = make_scheduler_for(spec)
         # rung/phase boundaries in the scheduler's unit, and the env steps where trials must report
         self.unit_steps = steps_per_unit(spec)
-        self.budget_units = (trial_budget(spec) // self.unit_steps) or 1 << 62
+        self.budget_steps = trial_budget(spec)  # 0: an external trainer without budget_steps
+        self.budget_units = (self.budget_steps // self.unit_steps) or 1 << 62
         self.boundaries = tuple(self.scheduler.boundaries())
         self.report_steps = tuple(b * self.unit_steps for b in self.boundaries)
         self.records: dict[int, TrialRecord] = {}
@@ -162,12 +163,18 @@ class StudyDriver:
         """Rebuild the scheduler's rungs/phases from a stored trial's intermediate values."""
         crossed: set = set()
         for step, value in sorted(t.intermediate_values.items()):
-            progress = step // self.unit_steps
-            for boundary in self.boundaries:
-                if boundary <= progress and boundary not in crossed and boundary < self.budget_units:
-                    crossed.add(boundary)
-                    self.scheduler.on_report(t.number, boundary, value)
+            for boundary in self._crossings(step, crossed):
+                self.scheduler.on_report(t.number, boundary, value)
         self.scheduler.on_complete(t.number)
+
+    def _crossings(self, step: int, seen: set):
+        """The rung/phase boundaries reached at `step` that `seen` does not hold yet, in order;
+        each is added to `seen` as it is yielded (a caller that stops early leaves the rest)."""
+        progress = step // self.unit_steps
+        for boundary in self.boundaries:
+            if boundary <= progress and boundary not in seen and boundary < self.budget_units:
+                seen.add(boundary)
+                yield boundary
 
     def _enforce_time_limits(self) -> None:
         now = time.time()
@@ -304,13 +311,10 @@ class StudyDriver:
         if self.spec.stop.get("metric_threshold") is not None and _reaches(value, self.spec):
             self.threshold_reached = True
         decision = "continue"
-        progress = step // self.unit_steps
-        for boundary in self.boundaries:
-            if boundary <= progress and boundary not in run.reported_boundaries and boundary < self.budget_units:
-                run.reported_boundaries.add(boundary)
-                decision = self.scheduler.on_report(run.record.number, boundary, value)
-                if decision != "continue":
-                    break
+        for boundary in self._crossings(step, run.reported_boundaries):
+            decision = self.scheduler.on_report(run.record.number, boundary, value)
+            if decision != "continue":
+                break
         if decision == "pause":
             if self.spec.command is not None:
                 # An external trainer cannot be resumed from our checkpoint: it is stopped.
@@ -392,7 +396,7 @@ class LiveView:
         d = self.driver
         return Text(render_live(d.sorted_records(), d.spec.space.names, name=d.spec.name, num_trials=d.max_trials,
                                 metric=d.spec.metric, goal=d.spec.goal, elapsed=time.time() - d.started,
-                                budget_steps=trial_budget(d.spec) or None))
+                                budget_steps=d.budget_steps or None))
 
     def refresh(self) -> None:
         self._live.update(self._render())
