@@ -62,12 +62,12 @@ class StudyResult:
 
 
 def best_record(records: Iterable[TrialRecord], goal: str) -> TrialRecord | None:
-    """Best among completed and early-stopped trials (a stopped trial keeps its result)."""
-    candidates = [r for r in records if r.state in ("COMPLETE", "PRUNED") and r.value is not None]
-    if not candidates:
-        return None
-    sign = 1 if goal == "maximize" else -1
-    return max(candidates, key=lambda r: (sign * r.value, r.state == "COMPLETE"))
+    """The best trial by `results.best_row`'s rule (the one the tables and summary.json use)."""
+    from rltune.tune.results import best_row
+
+    by_number = {r.number: r for r in records}
+    best = best_row(by_number.values(), goal)
+    return by_number[best.number] if best is not None else None
 
 
 def run_study(spec: StudySpec, study_dir: str | Path, *, storage: str | None = None, resume: bool = False,

@@ -119,9 +119,6 @@ class LocalExecutor:
             self._workers[wid] = (proc, inbox)
             self._idle.extend([wid] * self.slots_per_process)
 
-    def pids(self) -> list[int]:
-        return [proc.pid for proc, _ in self._workers.values()]
-
     # the protocol
     def free_slots(self) -> int:
         return len(self._idle)

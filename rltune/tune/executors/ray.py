@@ -23,6 +23,7 @@ binds to 127.0.0.1 only.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import queue
 import shutil
@@ -232,7 +233,7 @@ class RayExecutor:
             if self.options.address is None:
                 use_loopback()
                 # Logical CPUs: `parallel` actors run on this machine, as local workers would.
-                num_cpus = max(os.cpu_count() or 1, int(self.num_actors * self.cpus + 0.999))
+                num_cpus = max(os.cpu_count() or 1, math.ceil(self.num_actors * self.cpus))
                 with warnings.catch_warnings():  # Ray forks then execs its daemons: safe with JAX loaded
                     warnings.filterwarnings("ignore", message="os.fork")
                     ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
@@ -262,9 +263,6 @@ class RayExecutor:
         self._next_actor += 1
         handle = self._actor_cls.remote(aid, self.capacity, self.options.population)
         self.actors[aid] = _Actor(handle, self.capacity, ready_ref=handle.ready.remote())
-
-    def nodes_used(self) -> set[str]:
-        return {a.node for a in self.actors.values() if a.node}
 
     # ------------------------------------------------------------ the protocol
     def free_slots(self) -> int:
