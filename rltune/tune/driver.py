@@ -109,7 +109,7 @@ class StudyDriver:
     def _run(self) -> StudyResult:
         from rltune.tune.samplers import make_sampler
 
-        study = self.storage.open(sampler=None, resume=self.resume)
+        study = self.storage.open(resume=self.resume)
         (self.study_dir / "trials").mkdir(exist_ok=True)
         dump_spec(self.spec, self.study_dir / "spec.yaml")
         self.storage.import_previous()

@@ -63,7 +63,8 @@ class StudyStorage:
         self._pending_reports: list[tuple[optuna.trial.Trial, float, int]] = []
         self.study: optuna.Study | None = None
 
-    def open(self, *, sampler, resume: bool) -> optuna.Study:
+    def open(self, *, resume: bool) -> optuna.Study:
+        """Create or load the study (the driver sets its sampler once it knows the stored trials)."""
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         try:
             self._storage = open_storage(self.url)
@@ -79,7 +80,7 @@ class StudyStorage:
             found = ", ".join(sorted(names)) or "none"
             raise UsageError("--resume", f"no study named {self.spec.name!r} in {self.url} (found: {found}); "
                              "resume with the spec that started it")
-        study = optuna.create_study(storage=self._storage, study_name=self.spec.name, sampler=sampler,
+        study = optuna.create_study(storage=self._storage, study_name=self.spec.name,
                                     direction=self.spec.direction, load_if_exists=True)
         study.set_user_attr("spec", json.loads(json.dumps(spec_to_dict(self.spec), default=str)))
         with warnings.catch_warnings():  # experimental in Optuna; names the objective in the dashboard
