@@ -15,7 +15,6 @@ import pytest
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # loopback only; read when Ray is imported
 ray = pytest.importorskip("ray")
 
-from rltune.cli import main  # noqa: E402
 from rltune.tune.spec import spec_from_dict  # noqa: E402
 from rltune.tune.storage import trial_result_attrs  # noqa: E402
 from rltune.tune.study import run_study  # noqa: E402
