@@ -1,4 +1,4 @@
-"""On-policy agents (pg, a2c, ppo): train with the CLI, evaluate 100 Gymnasium episodes.
+"""On-policy agents (pg, a2c, a3c, ppo): train with the CLI, evaluate 100 Gymnasium episodes.
 
     python benchmarks/onpolicy.py pg-cartpole a2c-cartpole [--seeds 0 1 2] [--episodes 100]
     python benchmarks/onpolicy.py a2c-pendulum ppo-pendulum
@@ -9,7 +9,7 @@ Each run is exactly what a user types:
     python -m rltune eval DIR --episodes 100            (best checkpoint, greedy, Gymnasium)
 and the script prints one line per seed (wall time of the whole `train` command, load average
 at its end) and a summary. Targets (issue 10): pg and a2c CartPole-v1 >= 475 within 500k
-steps; a2c and ppo Pendulum-v1 >= -250 within 1M.
+steps; a2c, a3c and ppo Pendulum-v1 >= -250 within 1M (a3c: CartPole too).
 """
 
 from __future__ import annotations
@@ -30,6 +30,13 @@ RUNS = {
     # a short horizon (gamma 0.9, GAE 0.9), Adam, normalized advantages, clipping at 10 not 0.5.
     "a2c-pendulum": ("a2c", "Pendulum-v1", 1_000_000, -250.0, {
         "num-envs": 16, "t-max": 8, "gamma": 0.9, "gae-lambda": 0.9, "learning-rate": 2e-3,
+        "ent-coef": 0.0, "optimizer": "adam", "normalize-advantages": "true", "reward-scale": 0.1,
+        "max-grad-norm": 10.0}),
+    # a3c: 2 actor processes x 4 envs (defaults); Pendulum with a2c's flags, 16 envs per actor
+    # so that every update sees a2c's batch (16 envs x 8 steps).
+    "a3c-cartpole": ("a3c", "CartPole-v1", 500_000, 475.0, {}),
+    "a3c-pendulum": ("a3c", "Pendulum-v1", 1_000_000, -250.0, {
+        "num-actors": 2, "num-envs": 16, "t-max": 8, "gamma": 0.9, "gae-lambda": 0.9, "learning-rate": 2e-3,
         "ent-coef": 0.0, "optimizer": "adam", "normalize-advantages": "true", "reward-scale": 0.1,
         "max-grad-norm": 10.0}),
     "ppo-cartpole": ("ppo", "CartPole-v1", 500_000, 475.0, {}),

@@ -343,6 +343,8 @@ def train(agent_name: str, config, run_dir: str | Path, *, options: RunOptions =
     finally:
         if progress:
             progress.close()
+        if hasattr(module, "close"):  # e.g. a3c's actor processes
+            module.close(state)
     return recorder.finish(state, status, options.eval_episodes, options.eval_seed)
 
 

@@ -8,11 +8,11 @@ from rltune import compile_cache
 
 compile_cache.enable()  # before any agent compiles: every process that trains reads the cache
 
-from rltune.agents import a2c, c2a2, ddpg, dqn, pg, ppo, td3  # noqa: E402
+from rltune.agents import a2c, a3c, c2a2, ddpg, dqn, pg, ppo, td3  # noqa: E402
 from rltune.errors import UsageError
 
-AGENTS: dict[str, ModuleType] = {"ppo": ppo, "pg": pg, "a2c": a2c, "dqn": dqn, "ddpg": ddpg, "td3": td3,
-                                 "c2a2": c2a2}
+AGENTS: dict[str, ModuleType] = {"ppo": ppo, "pg": pg, "a2c": a2c, "a3c": a3c, "dqn": dqn, "ddpg": ddpg,
+                                 "td3": td3, "c2a2": c2a2}
 
 
 def get_agent(name: str) -> ModuleType:

@@ -22,6 +22,8 @@ Module attributes
 - optional `population_segment(static, info) -> segment`: `segment(hp, state, num_updates)`
   with a leading member axis on every argument (vmapped); its presence is what makes the agent
   available to the population executor. Members have equal `static` parts.
+- optional `close(state)`: releases what a state holds outside the process's arrays (a3c's
+  actor processes); the runner calls it when a run ends, however it ends.
 
 State (a flax struct / pytree; checkpoints serialize its array leaves, never a pickle)
 - `params`: what `policy_fn`'s act takes (saved in checkpoints, read back by `load_agent`);
@@ -49,7 +51,7 @@ import inspect
 from types import ModuleType
 
 REQUIRED_FUNCTIONS = {"init": 2, "train_segment": 3, "split_config": 1, "policy_fn": 2}
-OPTIONAL_FUNCTIONS = {"population_segment": 2}
+OPTIONAL_FUNCTIONS = {"population_segment": 2, "close": 1}
 CONFIG_PROPERTIES = ("steps_per_update", "num_updates")
 STATE_FIELDS = ("params", "update", "env_steps", "episodes")
 METRICS = ("loss", "episode_return", "episode_length", "episodes")

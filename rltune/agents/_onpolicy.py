@@ -337,6 +337,27 @@ def host_fns(make_algo, config, info: EnvInfo):
     return act, learn_jit, algo
 
 
+def host_rollout(act, venv, params, rng, episodes: EpisodeStats, rollout_length: int):
+    """`rollout_length` steps of a Gymnasium vector env acted on by `params` (numpy episode
+    statistics). Returns the time-major Transitions, the next rng and the statistics; the env
+    keeps the last observation (`venv.obs`, the bootstrap observation)."""
+    columns = {k: [] for k in Transition._fields}
+    obs = venv.obs
+    for _ in range(rollout_length):
+        action, to_env, log_prob, value, rng = act(params, obs, rng)
+        out = venv.step(np.asarray(to_env))
+        done = out.terminated | out.truncated
+        for key, val in (("obs", obs), ("action", action), ("log_prob", log_prob), ("value", value),
+                         ("reward", out.train_reward), ("done", out.train_terminated | out.truncated),
+                         ("truncated", out.truncated & ~out.terminated), ("final_obs", out.final_obs)):
+            columns[key].append(val)
+        episodes = record_step_np(episodes, out.reward, done)
+        obs = out.obs
+    traj = Transition(*(jnp.stack([jnp.asarray(v) for v in columns[k]]) for k in Transition._fields))
+    traj = traj._replace(obs=traj.obs.astype(jnp.float32), final_obs=traj.final_obs.astype(jnp.float32))
+    return traj, rng, episodes
+
+
 def _segment_host(make_algo, config, info: EnvInfo, hp, state: OnPolicyState, num_updates: int):
     act, learn_jit, algo = host_fns(make_algo, config, info)
     venv = state.host
@@ -344,21 +365,8 @@ def _segment_host(make_algo, config, info: EnvInfo, hp, state: OnPolicyState, nu
     episodes = jax.tree.map(np.asarray, state.episodes)
     sums = {k: 0.0 for k in algo.metric_names}
     for _ in range(num_updates):
-        columns = {k: [] for k in Transition._fields}
-        obs, rng = venv.obs, state.rng
-        for _ in range(config.rollout_length):
-            action, to_env, log_prob, value, rng = act(state.params, obs, rng)
-            out = venv.step(np.asarray(to_env))
-            done = out.terminated | out.truncated
-            for key, val in (("obs", obs), ("action", action), ("log_prob", log_prob), ("value", value),
-                             ("reward", out.train_reward), ("done", out.train_terminated | out.truncated),
-                             ("truncated", out.truncated & ~out.terminated), ("final_obs", out.final_obs)):
-                columns[key].append(val)
-            episodes = record_step_np(episodes, out.reward, done)
-            obs = out.obs
-        traj = Transition(*(jnp.stack([jnp.asarray(v) for v in columns[k]]) for k in Transition._fields))
-        traj = traj._replace(obs=traj.obs.astype(jnp.float32), final_obs=traj.final_obs.astype(jnp.float32))
-        state = state.replace(obs=jnp.asarray(obs, jnp.float32), rng=rng)
+        traj, rng, episodes = host_rollout(act, venv, state.params, state.rng, episodes, config.rollout_length)
+        state = state.replace(obs=jnp.asarray(venv.obs, jnp.float32), rng=rng)
         state, metrics = learn_jit(hp, state, traj)
         sums = {k: sums[k] + metrics[k] for k in algo.metric_names}
     metrics = {k: v / max(num_updates, 1) for k, v in sums.items()}

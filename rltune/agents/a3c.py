@@ -1,0 +1,336 @@
+"""Asynchronous advantage actor-critic (A3C, Mnih et al. 2016) with GA3C's trainer queue
+(Babaeizadeh et al. 2017).
+
+`num_actors` actor processes (spawned) each step their own `num_envs` environments (compiled
+gymnax rollouts of `t_max` steps on gymnax ids, the Gymnasium host loop otherwise: the pieces of
+rltune/agents/_onpolicy.py) with a copy of the policy, and put every rollout on one bounded
+queue. The learner (the training process) takes rollouts from the queue in arrival order and
+applies a2c's update to each: n-step returns (GAE, lambda 1 by default), policy + value loss -
+entropy bonus, one RMSprop/Adam step. After every update it publishes the new parameters in
+shared memory; an actor reads the newest ones when it starts a rollout. An actor therefore acts
+with parameters that lag: the *policy lag* of a rollout is the learner's version (updates done)
+when it learns from the rollout minus the version the actor acted with. The queue's size bounds
+it (an actor waits while the queue is full); `policy_lag_mean` and `policy_lag_max` report it
+per segment. The learner re-evaluates V on the rollout with its current parameters before the
+update, so a rollout collected without lag gives exactly a2c's update.
+
+No batched prediction (GA3C's predictor process): every actor evaluates its small network on
+its own batch of `num_envs` observations, which costs less than a round trip through a queue to
+a shared predictor on CPUs.
+
+One update is one rollout: `num_envs * t_max` env steps (env steps count what the learner
+learned from; rollouts still queued when a run ends are dropped). The actors start with the
+first `train_segment` and stop at `close(state)` (the runner calls it when a run ends) or when
+the training process exits or dies (parent-death signal), so none outlives its run. Not for
+the population executor (the actors are processes, not a vmappable program).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import multiprocessing as mp
+import os
+import queue as queue_module
+import signal
+import weakref
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from rltune.agents import _onpolicy as on
+from rltune.agents import a2c
+from rltune.agents.episodes import EpisodeStats, init_episode_stats
+from rltune.config import param
+from rltune.envs import EnvInfo, env_info
+
+
+@dataclass(frozen=True)
+class A3CConfig(a2c.A2CConfig):
+    num_envs: int = param(4, "Environments per actor process (vectorized, auto-reset); all actors "
+                          "together step num_actors * num_envs.", low=1, static=True)
+    num_actors: int = param(2, "Actor processes, each with its own environments and a lagging copy "
+                            "of the policy.", low=1, static=True)
+    queue_size: int = param(2, "Rollouts the trainer queue holds; actors wait while it is full, so "
+                            "it bounds the policy lag.", low=1, static=True)
+
+
+Config = A3CConfig
+split_config = on.split_config
+make_algo = a2c.make_algo
+make_network = a2c.make_network
+LAG_METRICS = ("policy_lag_mean", "policy_lag_max")
+
+
+# ---------------------------------------------------------------- the learner's update
+@functools.lru_cache(maxsize=None)
+def learner_fn(config: A3CConfig, info: EnvInfo):
+    """Jitted `learn(hp, state, traj) -> (state, metrics, flat params)`: a2c's update on one
+    rollout (`state.obs` holds the rollout's last observations), V re-evaluated with the
+    learner's parameters first; the flat parameters are what actors read."""
+    algo = make_algo(config, info)
+
+    @jax.jit
+    def learn(hp, state: on.OnPolicyState, traj: on.Transition):
+        _, value = algo.network.apply(state.params, traj.obs)
+        state, metrics = on.learn(config, algo, hp, state, traj._replace(value=value))
+        return state, metrics, ravel_pytree(state.params)[0]
+
+    return learn
+
+
+def add_episodes(stats: EpisodeStats, returns, lengths) -> EpisodeStats:
+    """Append completed episodes (reported by an actor) to the learner's ring buffers."""
+    out, lens, count = np.array(stats.returns), np.array(stats.lengths), int(stats.count)
+    for ret, length in zip(returns, lengths):
+        out[count % out.shape[0]], lens[count % lens.shape[0]] = ret, length
+        count += 1
+    return stats.replace(returns=out, lengths=lens, count=np.asarray(count, np.int32))
+
+
+class Learner:
+    """Consumes actor rollouts one at a time and keeps the segment's sums (losses, lag)."""
+
+    def __init__(self, config: A3CConfig, state: on.OnPolicyState):
+        static, self.hp = split_config(config)
+        self.learn = learner_fn(static, env_info(config.env, config.backend))
+        self.state = state
+        self.version = int(state.update)
+        self.episodes = jax.tree.map(np.asarray, state.episodes)
+        self.sums = {k: 0.0 for k in a2c.METRIC_NAMES}
+        self.lags: list[int] = []
+
+    def step(self, message):
+        """Learn from one actor message; returns the new flat parameters and their version."""
+        _, version, traj, last_obs, returns, lengths = message
+        self.lags.append(self.version - version)
+        self.episodes = add_episodes(self.episodes, returns, lengths)
+        state = self.state.replace(obs=jnp.asarray(last_obs, jnp.float32))
+        self.state, metrics, flat = self.learn(self.hp, state, on.Transition(*traj))
+        self.sums = {k: self.sums[k] + metrics[k] for k in self.sums}
+        self.version += 1
+        return flat, self.version
+
+    def metrics(self) -> dict:
+        n = max(len(self.lags), 1)
+        out = {k: v / n for k, v in self.sums.items()}
+        out["policy_lag_mean"] = float(np.mean(self.lags)) if self.lags else 0.0
+        out["policy_lag_max"] = float(max(self.lags, default=0))
+        return {**out, **on._episode_metrics(self.episodes, np)}
+
+
+# ---------------------------------------------------------------- actors
+class Actor:
+    """One actor's environments and rollout function (runs in an actor process; tests run it
+    in-process). Its envs and rng are seeded from the run's seed and the actor's index."""
+
+    def __init__(self, config: A3CConfig, actor_id: int):
+        self.actor_id = actor_id
+        self.info = env_info(config.env, config.backend)
+        # Window: at most one episode per env and step ends inside a rollout.
+        window = config.num_envs * config.t_max
+        own = dataclasses.replace(config, seed=config.seed * 1000 + actor_id + 1, reward_window=window)
+        self.static = split_config(own)[0]
+        state = on.init(make_algo, own, jax.random.fold_in(jax.random.PRNGKey(config.seed), actor_id + 1))
+        self.unravel = ravel_pytree(state.params)[1]
+        algo = make_algo(self.static, self.info)
+        if self.info.backend == "gymnax":
+            self._rollout = jax.jit(lambda s: on.rollout(self.static, self.info, algo, s))
+            self.state = state
+        else:
+            self.venv, self.rng = state.host, state.rng
+            self.episodes = jax.tree.map(np.asarray, state.episodes)
+            self._act = on.host_fns(make_algo, self.static, self.info)[0]
+
+    def collect(self, params, version: int):
+        """One rollout of t_max steps with `params` (of `version`): the message for the learner,
+        (actor id, version, Transition arrays, last obs, completed episode returns, lengths)."""
+        if self.info.backend == "gymnax":
+            before = int(self.state.episodes.count)
+            self.state, traj = self._rollout(self.state.replace(params=params))
+            episodes, last_obs = jax.device_get(self.state.episodes), self.state.obs
+        else:
+            before = int(self.episodes.count)
+            traj, self.rng, self.episodes = on.host_rollout(self._act, self.venv, params, self.rng, self.episodes,
+                                                            self.static.t_max)
+            episodes, last_obs = self.episodes, self.venv.obs
+        window = episodes.returns.shape[0]
+        new = (before + np.arange(int(episodes.count) - before)) % window
+        return (self.actor_id, version, tuple(np.asarray(x) for x in jax.device_get(traj)), np.asarray(last_obs),
+                np.asarray(episodes.returns)[new], np.asarray(episodes.lengths)[new])
+
+
+class ParamBox:
+    """The newest parameters (flat float32) and their version, in shared memory under a lock."""
+
+    def __init__(self, ctx, size: int):
+        self._data = ctx.RawArray("f", size)
+        self._version = ctx.RawValue("q", -1)
+        self._lock = ctx.Lock()
+
+    def publish(self, flat, version: int) -> None:
+        flat = np.asarray(flat, np.float32)
+        with self._lock:
+            np.frombuffer(self._data, np.float32)[:] = flat
+            self._version.value = version
+
+    def read_newer(self, version: int):
+        """(version, flat params), or (version, None) when nothing newer than `version`."""
+        with self._lock:
+            if self._version.value == version:
+                return version, None
+            return self._version.value, np.frombuffer(self._data, np.float32).copy()
+
+
+def _die_with(parent_pid: int) -> None:
+    """Linux parent-death signal: killed (SIGKILL) the moment the learner's process dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:  # it died before prctl took effect
+        os._exit(1)
+
+
+def actor_main(actor_id: int, config: A3CConfig, box: ParamBox, rollouts, stop, parent_pid: int) -> None:
+    _die_with(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's; it stops us
+    jax.config.update("jax_platforms", "cpu")  # a small policy: the accelerator is the learner's
+    try:
+        actor = Actor(config, actor_id)
+        version, params = -1, None
+        while not stop.is_set():
+            newer, flat = box.read_newer(version)
+            if flat is not None:
+                version, params = newer, actor.unravel(jnp.asarray(flat))
+            message = actor.collect(params, version)
+            while not stop.is_set():
+                try:
+                    rollouts.put(message, timeout=0.2)
+                    break
+                except queue_module.Full:
+                    continue
+    finally:
+        rollouts.cancel_join_thread()  # exit even if the learner no longer reads
+
+
+@contextlib.contextmanager
+def _children_allowed():
+    """multiprocessing refuses to start children from a daemonic process, and the local
+    executor's trial workers are daemonic. The rule is there so no child outlives its parent;
+    the actors ensure that themselves (parent-death signal, `close`), so it is lifted while
+    they start."""
+    config = mp.current_process()._config
+    daemon = config.get("daemon", False)
+    config["daemon"] = False
+    try:
+        yield
+    finally:
+        config["daemon"] = daemon
+
+
+def _stop_actors(procs, stop, rollouts) -> None:
+    stop.set()
+    for proc in procs:
+        proc.join(timeout=5)
+    for proc in procs:
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=5)
+    rollouts.close()
+    rollouts.cancel_join_thread()
+
+
+class ActorPool:
+    """The actor processes, the trainer queue and the shared parameters."""
+
+    def __init__(self, config: A3CConfig, params, version: int):
+        ctx = mp.get_context("spawn")
+        flat = np.asarray(ravel_pytree(params)[0])
+        self.box = ParamBox(ctx, flat.size)
+        self.box.publish(flat, version)
+        self.rollouts = ctx.Queue(maxsize=config.queue_size)
+        self.stop = ctx.Event()
+        self.procs = [ctx.Process(target=actor_main, name=f"rltune-a3c-actor-{i}", daemon=True,
+                                  args=(i, config, self.box, self.rollouts, self.stop, os.getpid()))
+                      for i in range(config.num_actors)]
+        with _children_allowed():
+            for proc in self.procs:
+                proc.start()
+        self._finalize = weakref.finalize(self, _stop_actors, self.procs, self.stop, self.rollouts)
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def get(self):
+        """The next rollout; raises RuntimeError if an actor died (its traceback is on stderr)."""
+        while True:
+            try:
+                return self.rollouts.get(timeout=1.0)
+            except queue_module.Empty:
+                for i, proc in enumerate(self.procs):
+                    if not proc.is_alive():
+                        raise RuntimeError(f"a3c actor {i} exited with code {proc.exitcode}") from None
+
+    def close(self) -> None:
+        self._finalize()
+
+
+# ---------------------------------------------------------------- the agent contract (see _api.py)
+def init(config: A3CConfig, rng=None) -> on.OnPolicyState:
+    """The learner's state; the actors start with the first `train_segment` (a state used only
+    as a checkpoint template or for evaluation starts none)."""
+    info = env_info(config.env, config.backend)
+    rng = jax.random.PRNGKey(config.seed) if rng is None else rng
+    static, hp = split_config(config)
+    rng, key = jax.random.split(rng)
+    params, opt_state = on._init_learner_jit(make_algo, static, info, key, hp)
+    return on.OnPolicyState(params=params, opt_state=opt_state, env_state=jnp.zeros(()),
+                            obs=jnp.zeros((config.num_envs, *info.obs_shape), jnp.float32), rng=rng,
+                            episodes=init_episode_stats(config.num_actors * config.num_envs, config.reward_window),
+                            update=jnp.zeros((), jnp.int32), env_steps=jnp.zeros((), jnp.int32))
+
+
+def _abstract_segment(config: A3CConfig, state: on.OnPolicyState):
+    """Under jax.eval_shape (the contract check) no process can run: one learner update on a
+    zero rollout of the right shapes gives the segment's state and metrics structure."""
+    info = env_info(config.env, config.backend)
+    static, hp = split_config(config)
+    t, n = config.t_max, config.num_envs
+    zeros = lambda *shape, dtype=jnp.float32: jnp.zeros((t, n, *shape), dtype)  # noqa: E731
+    action = zeros(dtype=jnp.int32) if info.discrete else zeros(info.num_actions)
+    traj = on.Transition(zeros(*info.obs_shape), action, zeros(), zeros(), zeros(), zeros(dtype=bool),
+                         zeros(dtype=bool), zeros(*info.obs_shape))
+    state, metrics, _ = learner_fn(static, info)(hp, state, traj)
+    return state, {**metrics, **{k: jnp.zeros(()) for k in LAG_METRICS}, **on._episode_metrics(state.episodes)}
+
+
+def train_segment(config: A3CConfig, state: on.OnPolicyState, num_updates: int):
+    """Learn from the next `num_updates` rollouts of the actors (started on the first call)."""
+    if isinstance(state.update, jax.core.Tracer):
+        return _abstract_segment(config, state)
+    pool = state.host if state.host is not None else ActorPool(config, state.params, int(state.update))
+    learner = Learner(config, state.replace(host=None))
+    try:
+        for _ in range(num_updates):
+            flat, version = learner.step(pool.get())
+            pool.box.publish(flat, version)
+    except BaseException:
+        pool.close()
+        raise
+    state = learner.state.replace(episodes=jax.tree.map(jnp.asarray, learner.episodes), host=pool)
+    return state, learner.metrics()
+
+
+def close(state: on.OnPolicyState) -> None:
+    """Stop the actors (the runner calls this when a run ends)."""
+    if state is not None and state.host is not None:
+        state.host.close()
+
+
+def policy_fn(config: A3CConfig, info: EnvInfo):
+    return on.policy_fn(make_algo, config, info)
