@@ -133,8 +133,11 @@ def check_executor(spec: StudySpec) -> None:
         from rltune.tune.executors.population import population_support
 
         if spec.agent is None or not population_support(spec.agent):
+            from rltune.agents import AGENTS
+
+            able = ", ".join(name for name in AGENTS if population_support(name))
             raise UsageError("executor", "a population needs a built-in agent that supports it "
-                             f"(ppo); got {spec.agent or 'an external command'}: use executor local")
+                             f"({able}); got {spec.agent or 'an external command'}: use executor local")
     if spec.executor == "ray":
         from rltune.tune.executors.ray import check_ray_available
 

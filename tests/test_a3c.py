@@ -1,0 +1,139 @@
+"""a3c: the learner's update is a2c's, policy lag and episode accounting, training with two
+actor processes on a probe with a known value, and no actor outliving its run."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from rltune.agents import _onpolicy as on
+from rltune.agents import a2c, a3c
+from rltune.config import from_dict
+from rltune.envs import env_info
+
+TINY = {"num_envs": 4, "t_max": 8, "hidden_size": 16}
+
+
+def test_the_learners_update_on_a_rollout_is_a2cs():
+    a2c_config = from_dict(a2c.Config, {**TINY, "env": "CartPole-v1", "total_steps": 3200, "gae_lambda": 0.95})
+    a3c_config = from_dict(a3c.Config, {**TINY, "env": "CartPole-v1", "total_steps": 3200, "gae_lambda": 0.95,
+                                        "num_actors": 2})
+    info = env_info("CartPole-v1")
+    static, hp = on.split_config(a2c_config)
+    algo = a2c.make_algo(static, info)
+    state, traj = jax.jit(lambda s: on.rollout(static, info, algo, s))(a2c.init(a2c_config))
+    want, want_metrics = on.learn(static, algo, hp, state, traj)
+
+    learner = a3c.Learner(a3c_config, a3c.init(a3c_config).replace(params=state.params, opt_state=state.opt_state))
+    flat, version = learner.step((0, 0, tuple(np.asarray(x) for x in traj), np.asarray(state.obs), [], []))
+    for got, expected in zip(jax.tree.leaves(learner.state.params), jax.tree.leaves(want.params)):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-6)
+    assert float(learner.sums["loss"]) == pytest.approx(float(want_metrics["loss"]), rel=1e-5)
+    np.testing.assert_allclose(flat, ravel_pytree(want.params)[0], rtol=1e-5, atol=1e-6)
+    assert version == 1 and int(learner.state.env_steps) == 32
+    assert np.abs(np.asarray(flat) - np.asarray(ravel_pytree(state.params)[0])).max() > 0
+
+
+def test_policy_lag_and_episodes_are_accounted_per_rollout():
+    # Probe-Truncation-v0: episodes of exactly 10 steps with return 10.
+    config = from_dict(a3c.Config, {**TINY, "env": "Probe-Truncation-v0", "total_steps": 3200, "reward_window": 50})
+    actor = a3c.Actor(config, 0)
+    learner = a3c.Learner(config, a3c.init(config))
+    params = learner.state.params
+    stale = [actor.collect(params, 0), actor.collect(params, 0)]  # both acted with version 0
+    for message in stale:
+        learner.step(message)
+    fresh = actor.collect(learner.state.params, learner.version)  # version 2, learned at 2
+    learner.step(fresh)
+    assert learner.lags == [0, 1, 0]
+    metrics = learner.metrics()
+    assert metrics["policy_lag_mean"] == pytest.approx(1 / 3) and metrics["policy_lag_max"] == 1.0
+    # 3 rollouts x 8 steps: each of the 4 envs finished 2 episodes of 10 steps.
+    assert int(metrics["episodes"]) == 8
+    assert metrics["episode_return"] == pytest.approx(10.0) and metrics["episode_length"] == pytest.approx(10.0)
+
+
+def _actors():
+    import multiprocessing as mp
+
+    return [p for p in mp.active_children() if p.name.startswith("rltune-a3c-actor")]
+
+
+def test_two_actors_learn_the_value_of_a_constant_reward_probe_and_stop_with_the_run(tmp_path):
+    from rltune.policy import load_agent
+    from rltune.runner import RunOptions, train
+
+    # Reward 1 forever, truncated every 10 steps: V = 1 / (1 - 0.9) = 10 (the truncation
+    # bootstraps), whatever the lag.
+    config = from_dict(a3c.Config, {**TINY, "env": "Probe-Truncation-v0", "gamma": 0.9, "learning_rate": 2e-2,
+                                    "anneal_lr": False, "total_steps": 8_000, "ent_coef": 0.0, "num_actors": 2})
+    summary = train("a3c", config, tmp_path, options=RunOptions(segment_steps=2_000, eval_episodes=1))
+    assert _actors() == []  # the runner closed them
+    assert summary["env_steps"] == 8_000 - 8_000 % 32
+    assert 0 <= summary["metrics"]["policy_lag_mean"] <= summary["metrics"]["policy_lag_max"]
+    agent = load_agent(tmp_path, "last")
+    _, value = a3c.make_network(config, agent.info).apply(agent.params, np.zeros((1, 1), np.float32))
+    assert abs(float(value[0]) - 10.0) < 0.5
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux's")
+def test_a_killed_training_process_leaves_no_actor_behind(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    trainer = subprocess.Popen([sys.executable, "-m", "rltune", "train", "a3c", "--env", "CartPole-v1",
+                                "--total-steps", "100000000", "--hidden-size", "8", "--num-actors", "2",
+                                "--out", str(tmp_path / "run")], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            actors = [c for c in _children(trainer.pid)
+                      if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text(errors="replace")]
+            if len(actors) == 2:
+                break
+            assert trainer.poll() is None, "the trainer exited early"
+            time.sleep(0.5)
+        else:
+            pytest.fail("the actors did not start")
+        time.sleep(3)  # training under way (or still starting: either way they must go with it)
+        os.kill(trainer.pid, signal.SIGKILL)
+        trainer.wait()
+        deadline = time.time() + 10
+        while time.time() < deadline and any(_alive(a) for a in actors):
+            time.sleep(0.1)
+        assert not any(_alive(a) for a in actors)
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+
+
+def test_the_population_executor_refuses_a3c():
+    from rltune.errors import UsageError
+    from rltune.tune.resolve import check_executor
+    from rltune.tune.spec import spec_from_dict
+
+    spec = spec_from_dict({"name": "x", "agent": "a3c", "env": "CartPole-v1", "budget_steps": 1000, "trials": 2,
+                           "search_space": {"learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2}},
+                           "executor": "population"})
+    with pytest.raises(UsageError) as exc:
+        check_executor(spec)
+    assert exc.value.field == "executor" and "a2c" in str(exc.value) and "a3c" in str(exc.value)
