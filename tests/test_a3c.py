@@ -33,7 +33,7 @@ def test_the_learners_update_on_a_rollout_is_a2cs():
     want, want_metrics = on.learn(static, algo, hp, state, traj)
 
     learner = a3c.Learner(a3c_config, a3c.init(a3c_config).replace(params=state.params, opt_state=state.opt_state))
-    flat, version = learner.step((0, 0, tuple(np.asarray(x) for x in traj), np.asarray(state.obs), [], []))
+    flat, version = learner.step([(0, 0, tuple(np.asarray(x) for x in traj), np.asarray(state.obs), [], [])])
     for got, expected in zip(jax.tree.leaves(learner.state.params), jax.tree.leaves(want.params)):
         np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-6)
     assert float(learner.sums["loss"]) == pytest.approx(float(want_metrics["loss"]), rel=1e-5)
@@ -50,9 +50,9 @@ def test_policy_lag_and_episodes_are_accounted_per_rollout():
     params = learner.state.params
     stale = [actor.collect(params, 0), actor.collect(params, 0)]  # both acted with version 0
     for message in stale:
-        learner.step(message)
+        learner.step([message])
     fresh = actor.collect(learner.state.params, learner.version)  # version 2, learned at 2
-    learner.step(fresh)
+    learner.step([fresh])
     assert learner.lags == [0, 1, 0]
     metrics = learner.metrics()
     assert metrics["policy_lag_mean"] == pytest.approx(1 / 3) and metrics["policy_lag_max"] == 1.0

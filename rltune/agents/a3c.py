@@ -18,8 +18,9 @@ No batched prediction (GA3C's predictor process): every actor evaluates its smal
 its own batch of `num_envs` observations, which costs less than a round trip through a queue to
 a shared predictor on CPUs.
 
-One update is one rollout: `num_envs * t_max` env steps (env steps count what the learner
-learned from; rollouts still queued when a run ends are dropped). The actors start with the
+One update takes `rollouts_per_update` rollouts (1 by default; GA3C's minimum training batch),
+concatenated along the env axis: `rollouts_per_update * num_envs * t_max` env steps (env steps
+count what the learner learned from; rollouts still queued when a run ends are dropped). The actors start with the
 first `train_segment` and stop at `close(state)` (the runner calls it when a run ends) or when
 the training process exits or dies (parent-death signal), so none outlives its run. Not for
 the population executor (the actors are processes, not a vmappable program).
@@ -57,6 +58,13 @@ class A3CConfig(a2c.A2CConfig):
                             "of the policy.", low=1, static=True)
     queue_size: int = param(2, "Rollouts the trainer queue holds; actors wait while it is full, so "
                             "it bounds the policy lag.", low=1, static=True)
+    rollouts_per_update: int = param(1, "Rollouts (from any actors) the learner batches into one "
+                                     "update (GA3C's minimum training batch): fewer, larger updates "
+                                     "and less lag counted in updates.", low=1, static=True)
+
+    @property
+    def batch_size(self) -> int:
+        return self.rollouts_per_update * self.num_envs * self.t_max
 
 
 Config = A3CConfig
@@ -102,21 +110,25 @@ class Learner:
         self.version = int(state.update)
         self.episodes = jax.tree.map(np.asarray, state.episodes)
         self.sums = {k: 0.0 for k in a2c.METRIC_NAMES}
-        self.lags: list[int] = []
+        self.lags: list[int] = []  # one per rollout
+        self.per_update = config.rollouts_per_update
 
-    def step(self, message):
-        """Learn from one actor message; returns the new flat parameters and their version."""
-        _, version, traj, last_obs, returns, lengths = message
-        self.lags.append(self.version - version)
-        self.episodes = add_episodes(self.episodes, returns, lengths)
+    def step(self, messages):
+        """One update on `rollouts_per_update` actor messages (batched along the env axis);
+        returns the new flat parameters and their version."""
+        for _, version, _, _, returns, lengths in messages:
+            self.lags.append(self.version - version)
+            self.episodes = add_episodes(self.episodes, returns, lengths)
+        traj = on.Transition(*(np.concatenate(column, 1) for column in zip(*(m[2] for m in messages))))
+        last_obs = np.concatenate([m[3] for m in messages], 0)
         state = self.state.replace(obs=jnp.asarray(last_obs, jnp.float32))
-        self.state, metrics, flat = self.learn(self.hp, state, on.Transition(*traj))
+        self.state, metrics, flat = self.learn(self.hp, state, traj)
         self.sums = {k: self.sums[k] + metrics[k] for k in self.sums}
         self.version += 1
         return flat, self.version
 
     def metrics(self) -> dict:
-        n = max(len(self.lags), 1)
+        n = max(len(self.lags) // self.per_update, 1)
         out = {k: v / n for k, v in self.sums.items()}
         out["policy_lag_mean"] = float(np.mean(self.lags)) if self.lags else 0.0
         out["policy_lag_max"] = float(max(self.lags, default=0))
@@ -290,7 +302,8 @@ def init(config: A3CConfig, rng=None) -> on.OnPolicyState:
     rng, key = jax.random.split(rng)
     params, opt_state = on._init_learner_jit(make_algo, static, info, key, hp)
     return on.OnPolicyState(params=params, opt_state=opt_state, env_state=jnp.zeros(()),
-                            obs=jnp.zeros((config.num_envs, *info.obs_shape), jnp.float32), rng=rng,
+                            obs=jnp.zeros((config.rollouts_per_update * config.num_envs, *info.obs_shape),
+                                          jnp.float32), rng=rng,
                             episodes=init_episode_stats(config.num_actors * config.num_envs, config.reward_window),
                             update=jnp.zeros((), jnp.int32), env_steps=jnp.zeros((), jnp.int32))
 
@@ -300,7 +313,7 @@ def _abstract_segment(config: A3CConfig, state: on.OnPolicyState):
     zero rollout of the right shapes gives the segment's state and metrics structure."""
     info = env_info(config.env, config.backend)
     static, hp = split_config(config)
-    t, n = config.t_max, config.num_envs
+    t, n = config.t_max, config.rollouts_per_update * config.num_envs
     zeros = lambda *shape, dtype=jnp.float32: jnp.zeros((t, n, *shape), dtype)  # noqa: E731
     action = zeros(dtype=jnp.int32) if info.discrete else zeros(info.num_actions)
     traj = on.Transition(zeros(*info.obs_shape), action, zeros(), zeros(), zeros(), zeros(dtype=bool),
@@ -317,7 +330,7 @@ def train_segment(config: A3CConfig, state: on.OnPolicyState, num_updates: int):
     learner = Learner(config, state.replace(host=None))
     try:
         for _ in range(num_updates):
-            flat, version = learner.step(pool.get())
+            flat, version = learner.step([pool.get() for _ in range(config.rollouts_per_update)])
             pool.box.publish(flat, version)
     except BaseException:
         pool.close()
