@@ -22,10 +22,13 @@ from rltune.envs import env_info
 TINY = {"num_envs": 4, "t_max": 8, "hidden_size": 16}
 
 
-def test_the_learners_update_on_a_rollout_is_a2cs():
-    a2c_config = from_dict(a2c.Config, {**TINY, "env": "CartPole-v1", "total_steps": 3200, "gae_lambda": 0.95})
-    a3c_config = from_dict(a3c.Config, {**TINY, "env": "CartPole-v1", "total_steps": 3200, "gae_lambda": 0.95,
-                                        "num_actors": 2})
+@pytest.mark.parametrize("batched", [1, 2])
+def test_the_learners_update_on_rollouts_is_a2cs(batched):
+    # a2c's rollout on 4 envs, handed to the learner whole or as 2 actors' rollouts of 2 envs
+    # batched into one update (rollouts_per_update): the same update.
+    common = {"t_max": 8, "hidden_size": 16, "env": "CartPole-v1", "total_steps": 3200, "gae_lambda": 0.95}
+    a2c_config = from_dict(a2c.Config, {**common, "num_envs": 4})
+    a3c_config = from_dict(a3c.Config, {**common, "num_envs": 4 // batched, "rollouts_per_update": batched})
     info = env_info("CartPole-v1")
     static, hp = on.split_config(a2c_config)
     algo = a2c.make_algo(static, info)
@@ -33,12 +36,15 @@ def test_the_learners_update_on_a_rollout_is_a2cs():
     want, want_metrics = on.learn(static, algo, hp, state, traj)
 
     learner = a3c.Learner(a3c_config, a3c.init(a3c_config).replace(params=state.params, opt_state=state.opt_state))
-    flat, version = learner.step([(0, 0, tuple(np.asarray(x) for x in traj), np.asarray(state.obs), [], [])])
+    envs = np.split(np.arange(4), batched)
+    messages = [(i, 0, tuple(np.asarray(x)[:, e] for x in traj), np.asarray(state.obs)[e], [], [])
+                for i, e in enumerate(envs)]
+    flat, version = learner.step(messages)
     for got, expected in zip(jax.tree.leaves(learner.state.params), jax.tree.leaves(want.params)):
         np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-6)
     assert float(learner.sums["loss"]) == pytest.approx(float(want_metrics["loss"]), rel=1e-5)
     np.testing.assert_allclose(flat, ravel_pytree(want.params)[0], rtol=1e-5, atol=1e-6)
-    assert version == 1 and int(learner.state.env_steps) == 32
+    assert version == 1 and int(learner.state.env_steps) == 32 and learner.lags == [0] * batched
     assert np.abs(np.asarray(flat) - np.asarray(ravel_pytree(state.params)[0])).max() > 0
 
 

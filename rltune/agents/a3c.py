@@ -77,9 +77,9 @@ LAG_METRICS = ("policy_lag_mean", "policy_lag_max")
 # ---------------------------------------------------------------- the learner's update
 @functools.lru_cache(maxsize=None)
 def learner_fn(config: A3CConfig, info: EnvInfo):
-    """Jitted `learn(hp, state, traj) -> (state, metrics, flat params)`: a2c's update on one
-    rollout (`state.obs` holds the rollout's last observations), V re-evaluated with the
-    learner's parameters first; the flat parameters are what actors read."""
+    """Jitted `learn(hp, state, traj) -> (state, metrics, flat params)`: a2c's update on a batch
+    of rollouts (`state.obs` holds their last observations), V re-evaluated with the learner's
+    parameters first; the flat parameters are what actors read."""
     algo = make_algo(config, info)
 
     @jax.jit
@@ -101,7 +101,8 @@ def add_episodes(stats: EpisodeStats, returns, lengths) -> EpisodeStats:
 
 
 class Learner:
-    """Consumes actor rollouts one at a time and keeps the segment's sums (losses, lag)."""
+    """Consumes actor rollouts, `rollouts_per_update` an update, and keeps the segment's sums
+    (losses, policy lag per rollout, episodes)."""
 
     def __init__(self, config: A3CConfig, state: on.OnPolicyState):
         static, self.hp = split_config(config)
