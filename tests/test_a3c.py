@@ -65,6 +65,21 @@ def test_policy_lag_and_episodes_are_accounted_per_rollout():
     # 3 rollouts x 8 steps: each of the 4 envs finished 2 episodes of 10 steps.
     assert int(metrics["episodes"]) == 8
     assert metrics["episode_return"] == pytest.approx(10.0) and metrics["episode_length"] == pytest.approx(10.0)
+    assert metrics["stale_rollouts"] == 0
+
+
+def test_rollouts_staler_than_max_policy_lag_are_dropped_but_their_episodes_count():
+    config = from_dict(a3c.Config, {**TINY, "env": "Probe-Truncation-v0", "total_steps": 3200, "max_policy_lag": 1})
+    actor = a3c.Actor(config, 0)
+    learner = a3c.Learner(config, a3c.init(config))
+    old = [actor.collect(learner.state.params, 0) for _ in range(3)]  # 24 steps: 8 episodes end
+    learner.step([old[0]])
+    learner.step([old[1]])  # lag 1: learned from
+    assert learner.too_stale(old[2])  # lag 2
+    assert not learner.too_stale(actor.collect(learner.state.params, learner.version))
+    metrics = learner.metrics()
+    assert learner.lags == [0, 1] and metrics["stale_rollouts"] == 1 and learner.version == 2
+    assert int(metrics["episodes"]) == 8
 
 
 def _actors():

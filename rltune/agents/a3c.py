@@ -11,7 +11,8 @@ shared memory; an actor reads the newest ones when it starts a rollout. An actor
 with parameters that lag: the *policy lag* of a rollout is the learner's version (updates done)
 when it learns from the rollout minus the version the actor acted with. The queue's size bounds
 it (an actor waits while the queue is full); `policy_lag_mean` and `policy_lag_max` report it
-per segment. The learner re-evaluates V on the rollout with its current parameters before the
+per segment, over the rollouts learned from; `max_policy_lag` drops staler ones
+(`stale_rollouts` counts them). The learner re-evaluates V on the rollout with its current parameters before the
 update, so a rollout collected without lag gives exactly a2c's update.
 
 No batched prediction (GA3C's predictor process): every actor evaluates its small network on
@@ -62,6 +63,10 @@ class A3CConfig(a2c.A2CConfig):
                                      "update (GA3C's minimum training batch): fewer, larger updates "
                                      "and less lag counted in updates.", low=1, static=True)
 
+    max_policy_lag: int = param(0, "Drop (not learn from) rollouts whose policy lag exceeds this; 0: "
+                                "learn from all. Guards against a rollout from a long-descheduled "
+                                "actor; dropped rollouts are counted (stale_rollouts).", low=0, static=True)
+
     @property
     def batch_size(self) -> int:
         return self.rollouts_per_update * self.num_envs * self.t_max
@@ -71,7 +76,7 @@ Config = A3CConfig
 split_config = on.split_config
 make_algo = a2c.make_algo
 make_network = a2c.make_network
-LAG_METRICS = ("policy_lag_mean", "policy_lag_max")
+LAG_METRICS = ("policy_lag_mean", "policy_lag_max", "stale_rollouts")
 
 
 # ---------------------------------------------------------------- the learner's update
@@ -113,6 +118,16 @@ class Learner:
         self.sums = {k: 0.0 for k in a2c.METRIC_NAMES}
         self.lags: list[int] = []  # one per rollout
         self.per_update = config.rollouts_per_update
+        self.max_lag = config.max_policy_lag
+        self.stale = 0
+
+    def too_stale(self, message) -> bool:
+        """Whether to drop `message` (lag above max_policy_lag); its episodes count either way."""
+        if self.max_lag and self.version - message[1] > self.max_lag:
+            self.stale += 1
+            self.episodes = add_episodes(self.episodes, message[4], message[5])
+            return True
+        return False
 
     def step(self, messages):
         """One update on `rollouts_per_update` actor messages (batched along the env axis);
@@ -133,6 +148,7 @@ class Learner:
         out = {k: v / n for k, v in self.sums.items()}
         out["policy_lag_mean"] = float(np.mean(self.lags)) if self.lags else 0.0
         out["policy_lag_max"] = float(max(self.lags, default=0))
+        out["stale_rollouts"] = float(self.stale)
         return {**out, **on._episode_metrics(self.episodes, np)}
 
 
@@ -331,7 +347,12 @@ def train_segment(config: A3CConfig, state: on.OnPolicyState, num_updates: int):
     learner = Learner(config, state.replace(host=None))
     try:
         for _ in range(num_updates):
-            flat, version = learner.step([pool.get() for _ in range(config.rollouts_per_update)])
+            batch = []
+            while len(batch) < config.rollouts_per_update:
+                message = pool.get()
+                if not learner.too_stale(message):
+                    batch.append(message)
+            flat, version = learner.step(batch)
             pool.box.publish(flat, version)
     except BaseException:
         pool.close()
