@@ -1,6 +1,7 @@
 """a3c against a2c with the same number of environments: env steps/s and policy lag.
 
     python benchmarks/a3c_vs_a2c.py [--steps 200000] [--host-steps 100000]
+    python benchmarks/a3c_vs_a2c.py --lag-sweep 0 1 2 4      # Pendulum-v1 under a fixed policy lag
 
 Runs, each exactly what a user types (`python -m rltune train AGENT --env CartPole-v1 ...`):
   a2c --num-envs 8                      (one process, synchronous)
@@ -11,6 +12,11 @@ the first segment holds a3c's actor start-up), with the whole command's wall tim
 Also times what GA3C's batched prediction would replace: one local policy call on an actor's
 4 observations against a round trip of those observations through a multiprocessing queue to
 another process and back. Prints the load average: on shared cores wall times are upper bounds.
+
+`--lag-sweep L...` trains a3c's learner in this process on Pendulum-v1 (benchmarks/onpolicy.py's
+a3c-pendulum flags, 1M steps, seed 0) from one in-process actor that always acts with the
+parameters of exactly L updates ago, and prints the mean return of the last 100 training
+episodes: what a policy lag of L alone does to learning.
 """
 
 from __future__ import annotations
@@ -81,12 +87,42 @@ def prediction_costs(repeats: int = 2000) -> tuple[float, float]:
     return local, trip
 
 
+def lag_sweep(lags: list[int], seed: int = 0) -> None:
+    import collections
+
+    from onpolicy import RUNS as ONPOLICY  # benchmarks/onpolicy.py, next to this script
+    from rltune.agents import a3c
+    from rltune.config import from_dict
+
+    _, env, steps, _, flags = ONPOLICY["a3c-pendulum"]
+    values = {k.replace("-", "_"): v for k, v in flags.items()
+              if k not in ("num-actors", "queue-size", "max-policy-lag", "rollouts-per-update")}
+    values.update(env=env, total_steps=steps, seed=seed, num_actors=1, num_envs=2 * flags["num-envs"])
+    config = from_dict(a3c.Config, values)  # one actor with both actors' envs: a2c's batch
+    for lag in lags:
+        start = time.perf_counter()
+        actor, learner = a3c.Actor(config, 0), a3c.Learner(config, a3c.init(config))
+        history = collections.deque([(0, learner.state.params)], maxlen=lag + 1)  # oldest first
+        for _ in range(config.num_updates):
+            version, params = history[0]
+            learner.step([actor.collect(params, version)])
+            history.append((learner.version, learner.state.params))
+        reward = float(learner.metrics()["episode_return"])
+        print(f"Pendulum-v1, policy lag {lag} for every rollout: training reward (last 100 episodes) "
+              f"{reward:.1f} after {config.num_updates * config.steps_per_update} steps | "
+              f"{time.perf_counter() - start:.0f} s (load avg {open('/proc/loadavg').read().split()[0]})", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=200_000, help="Env steps per gymnax run.")
     parser.add_argument("--host-steps", type=int, default=100_000, help="Env steps per Gymnasium run.")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--lag-sweep", type=int, nargs="+", default=None, metavar="LAG",
+                        help="Only the fixed-lag Pendulum experiment, for these lags.")
     args = parser.parse_args()
+    if args.lag_sweep is not None:
+        return lag_sweep(args.lag_sweep)
     root = args.out or tempfile.mkdtemp(prefix="rltune-a3c-vs-a2c-")
     for backend, steps in (("gymnax", args.steps), ("gymnasium", args.host_steps)):
         for label, agent, flags in RUNS:
