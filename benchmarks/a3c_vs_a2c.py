@@ -132,8 +132,8 @@ def main() -> None:
             rate = statistics.median(r["steps_per_second"] for r in rows[1:] or rows)
             lag = ""
             if agent == "a3c":
-                lags = [r["policy_lag_mean"] for r in rows]
-                lag = f" | policy lag mean {statistics.mean(lags):.2f}, max {max(r['policy_lag_max'] for r in rows):.0f}"
+                worst = max(r["policy_lag_max"] for r in rows)
+                lag = f" | policy lag mean {statistics.mean(r['policy_lag_mean'] for r in rows):.2f}, max {worst:.0f}"
             load = open("/proc/loadavg").read().split()[0]
             print(f"CartPole-v1 {backend:9s} {label:22s}: {rate:8.0f} env steps/s (median segment), "
                   f"{steps} steps in {wall:.1f} s wall incl. start-up{lag} | final reward "
