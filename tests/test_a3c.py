@@ -157,3 +157,14 @@ def test_the_population_executor_refuses_a3c():
     with pytest.raises(UsageError) as exc:
         check_executor(spec)
     assert exc.value.field == "executor" and "a2c" in str(exc.value) and "a3c" in str(exc.value)
+
+
+def test_a_gymnasium_actor_feeds_the_learner():
+    # The host-loop actor (Gymnasium envs) produces the same message as a compiled one.
+    config = from_dict(a3c.Config, {**TINY, "env": "CartPole-v1", "backend": "gymnasium", "total_steps": 3200})
+    actor = a3c.Actor(config, 0)
+    learner = a3c.Learner(config, a3c.init(config))
+    message = actor.collect(learner.state.params, 0)
+    assert message[2][0].shape == (8, 4, 4) and message[3].shape == (4, 4)  # (t_max, envs, obs), last obs
+    learner.step([message])
+    assert int(learner.state.env_steps) == 32 and learner.lags == [0]
