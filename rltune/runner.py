@@ -281,8 +281,8 @@ class TrialRecorder:
                 "wall_time": self.wall_time()}
 
     def save(self, which: str, state) -> None:
-        if which == "best":
-            self.best_params = state.params
+        if which == "best":  # a host copy: the state's device buffers may be donated later
+            self.best_params = jax.tree.map(np.asarray, state.params)
         checkpoint.save(self.run_dir / "checkpoints" / checkpoint.FILE_NAME[which], agent=self.agent_name,
                         config=self.config_dict, state=state, extra=self._extra(state))
 
