@@ -4,7 +4,8 @@
     python benchmarks/zoo.py --only dqn/CartPole-v1 --only ppo/Pendulum-v1 --seeds 0 1 2
 
 Each run: `rltune.train(agent, env=env, seed=s)` (preset applied, nothing else), then 100
-evaluation episodes of the final policy on the Gymnasium reference env (greedy actions). Printed:
+evaluation episodes on the Gymnasium reference env (greedy actions) of the run's best checkpoint,
+the one `rltune eval RUN` uses (picked by the periodic evaluation of `rltune train`). Printed:
 our mean per seed, the RL Zoo score, whether ours is within 10 % of it (or better), steps and
 wall time (an upper bound when the machine is shared: the load average is printed).
 

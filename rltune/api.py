@@ -41,8 +41,12 @@ class Run:
 
 def train(agent: str, env: str | None = None, *, total_steps: int | None = None, config: str | Path | None = None,
           preset: str = "auto", out: str | Path | None = None, eval_episodes: int = 10,
+          eval_every: int | None = None, eval_every_episodes: int = 10,
           segment_steps: int | None = None, progress: bool = False, **hyperparameters) -> Run:
-    """Train `agent` on `env`; keyword arguments are config fields (as the CLI's flags)."""
+    """Train `agent` on `env`; keyword arguments are config fields (as the CLI's flags).
+    `eval_every` / `eval_every_episodes`: the periodic evaluation that picks the best
+    checkpoint, as `rltune train --eval-every` (None: 20 per run; 0: none)."""
+    from rltune.cli import check_periodic_eval
     from rltune.config import load_yaml
     from rltune.envs import env_info
     from rltune.errors import UsageError
@@ -65,10 +69,12 @@ def train(agent: str, env: str | None = None, *, total_steps: int | None = None,
     cfg = resolved.config
     if eval_episodes < 0:
         raise UsageError("eval_episodes", "must be >= 0")
+    check_periodic_eval(eval_every, eval_every_episodes, "eval_every", "eval_every_episodes")
     env_info(cfg.env, cfg.backend)  # unknown env: a usage error before anything is written
     directory = Path(out or f"runs/{cfg.env.replace('/', '_')}-{agent}-{time.strftime('%Y%m%d-%H%M%S')}")
     summary = run_training(agent, cfg, directory,
                            options=RunOptions(segment_steps=segment_steps, eval_episodes=eval_episodes,
+                                              eval_every=eval_every, eval_every_episodes=eval_every_episodes,
                                               progress=progress))
     return Run(agent, directory, cfg, summary, resolved.preset)
 

@@ -45,6 +45,13 @@ def _train_parser(sub) -> None:
         p.add_argument("--resume", metavar="RUN_DIR", help="Continue a run from its last checkpoint.")
         p.add_argument("--eval-episodes", type=int, default=10,
                        help="Evaluation episodes at the end (Gymnasium reference env where one exists).")
+        p.add_argument("--eval-every", type=int, default=None, metavar="STEPS",
+                       help="Evaluate the greedy policy every STEPS env steps and at the end "
+                            "(--eval-every-episodes episodes on the training env, compiled on gymnax ids); "
+                            "the best evaluation's policy is the best checkpoint. Default: 20 evaluations "
+                            "per run; 0: none (best checkpoint = best training reward).")
+        p.add_argument("--eval-every-episodes", type=int, default=10, metavar="N",
+                       help="Episodes per periodic evaluation.")
         p.add_argument("--segment-steps", type=int, default=None,
                        help="Env steps per training segment (log/checkpoint interval).")
         p.add_argument("--capture-video", action=_VideoFlag, nargs=0, default=False,
@@ -130,7 +137,9 @@ def cmd_train(args) -> int:
         _check_new_run_dir(run_dir)
     if args.eval_episodes < 0:
         raise UsageError("--eval-episodes", "must be >= 0")
+    check_periodic_eval(args.eval_every, args.eval_every_episodes, "--eval-every", "--eval-every-episodes")
     options = RunOptions(segment_steps=args.segment_steps, eval_episodes=args.eval_episodes,
+                         eval_every=args.eval_every, eval_every_episodes=args.eval_every_episodes,
                          progress=True)
     from rltune.envs import env_info
 
@@ -146,6 +155,13 @@ def cmd_train(args) -> int:
     _print_summary(run_dir, summary)
     _capture_video(args, run_dir)
     return 0
+
+
+def check_periodic_eval(every, episodes, every_name: str, episodes_name: str) -> None:
+    if every is not None and every < 0:
+        raise UsageError(every_name, f"must be >= 0 (0: no periodic evaluation); got {every}")
+    if episodes < 1:
+        raise UsageError(episodes_name, f"must be >= 1; got {episodes}")
 
 
 # Static fields a resumed run may still change: the length of training (the state's shapes do

@@ -87,6 +87,32 @@ def _evaluate_gymnasium(act, env_id, episodes, seed, max_parallel) -> EvalResult
     return EvalResult(tuple(float(r) for r in returns), tuple(lengths), env_id, "gymnasium")
 
 
+def compiled_gymnax_eval(act: Callable, env_id: str, episodes: int) -> Callable:
+    """`run(params, key) -> returns` (one per episode): `episodes` greedy episodes of
+    `act(params, obs, rng, True)` on a gymnax env, stepped in one jitted `lax.while_loop` until
+    every episode has ended (gymnax envs truncate at their step limit, so it ends)."""
+    env, env_params = make_gymnax(env_id)
+
+    @jax.jit
+    def run(params, key):
+        k_reset, key = jax.random.split(key)
+        obs, state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_reset, episodes), env_params)
+
+        def step(carry):
+            obs, state, done, returns, key = carry
+            key, k_act, k_env = jax.random.split(key, 3)
+            action = act(params, obs.astype(jnp.float32), k_act, True)
+            obs, state, reward, terminated, truncated, _ = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
+                jax.random.split(k_env, episodes), state, action, env_params)
+            returns = returns + jnp.where(done, 0.0, reward)
+            return obs, state, done | terminated | truncated, returns, key
+
+        carry = (obs, state, jnp.zeros(episodes, bool), jnp.zeros(episodes, jnp.float32), key)
+        return jax.lax.while_loop(lambda c: ~c[2].all(), step, carry)[3]
+
+    return run
+
+
 def _evaluate_gymnax(act, env_id, episodes, seed) -> EvalResult:
     env, params = make_gymnax(env_id)
     keys = jax.random.split(jax.random.PRNGKey(seed), episodes)

@@ -4,6 +4,12 @@ Owns everything the agents do not know about: the run directory, JSONL + TensorB
 checkpoints (last and best), evaluation, and the `report` hook through which a tuning
 scheduler can stop a run between segments.
 
+The best checkpoint: with periodic evaluation (`eval_every`, on by default for `rltune train`)
+it is the policy with the best greedy evaluation return (SB3's EvalCallback), ties going to the
+later one; without it, the policy at the best training reward (the last-`reward_window` mean,
+measured with exploration). The final evaluation in summary.json is of the best checkpoint, the
+policy `rltune eval RUN` and `load_agent` use.
+
 Run directory layout:
     config.yaml            resolved config (accepted by `rltune train --config`)
     metrics.jsonl          one JSON object per segment
@@ -52,11 +58,16 @@ class RunOptions:
     report_steps: tuple[int, ...] = ()  # env steps where a segment must end (scheduler rungs/phases)
     hparams: dict[str, Any] | None = None  # TensorBoard HParams (a trial's sampled params); None: the config
     tb_run: str | None = None  # TensorBoard run name: events in tb/<tb_run>/ (None: tb/)
+    # Greedy evaluation every `eval_every` env steps (and at the end), which then picks the best
+    # checkpoint; None: 20 evaluations per run; 0: none (best = best training reward).
+    eval_every: int | None = 0
+    eval_every_episodes: int = 10
 
 
 # metrics.jsonl keys shown under charts/ in TensorBoard; every other key is a loss statistic.
+# eval_return: the final evaluation (summary.json); periodic_eval: the evaluations during training.
 CHART_KEYS = ("reward", "episode_length", "episodes", "steps_per_second", "learning_rate", "eval_return",
-              "compile_seconds")
+              "periodic_eval", "compile_seconds")
 # The HParams tab's metric columns (the last value of each tag in a trial's run).
 HPARAM_METRICS = ("charts/reward", "charts/eval_return", "charts/episode_length")
 
@@ -189,6 +200,43 @@ def _next_segment(update: int, seg_updates: int, config, report_steps) -> int:
     return n
 
 
+AUTO_EVALUATIONS = 20  # eval_every=None: evaluations per run
+
+
+def eval_interval(options: RunOptions, total_steps: int) -> int:
+    """Env steps between periodic evaluations (0: none)."""
+    if options.eval_every is None:
+        return max(1, math.ceil(total_steps / AUTO_EVALUATIONS))
+    return options.eval_every
+
+
+def eval_boundaries(every: int, total_steps: int) -> tuple[int, ...]:
+    """The env steps where a periodic evaluation falls, so segments end on them."""
+    return tuple(range(every, total_steps, every)) if every else ()
+
+
+class PeriodicEval:
+    """Mean greedy return of `episodes` episodes on the env as trained, one fixed set of starts
+    (`seed`) every time, so the evaluations of a run compare policies, not luck. On gymnax ids
+    the episodes run inside one compiled program (rltune.evaluate.compiled_gymnax_eval)."""
+
+    def __init__(self, agent_name: str, config, episodes: int, seed: int):
+        from rltune.evaluate import compiled_gymnax_eval
+
+        self.info = env_info(config.env, config.backend)
+        self.act = get_agent(agent_name).policy_fn(config, self.info)
+        self.env, self.episodes, self.seed = config.env, episodes, seed
+        self._compiled = (compiled_gymnax_eval(self.act, config.env, episodes)
+                          if self.info.backend == "gymnax" else None)
+
+    def __call__(self, params) -> float:
+        if self._compiled is not None:
+            return float(np.mean(self._compiled(params, jax.random.PRNGKey(self.seed))))
+        key = jax.random.PRNGKey(self.seed)
+        return evaluate(lambda obs: self.act(params, obs, key, True), self.env, self.info.backend,
+                        self.episodes, self.seed).mean
+
+
 def _host_metrics(metrics: dict) -> dict[str, float]:
     out = {}
     for key, value in jax.device_get(metrics).items():
@@ -203,7 +251,7 @@ class TrialRecorder:
     the summary. Used by `train` and by the population executor (one recorder per member)."""
 
     def __init__(self, agent_name: str, config, run_dir: str | Path, *, resume_extra: dict | None = None,
-                 hparams: dict[str, Any] | None = None, tb_run: str | None = None):
+                 hparams: dict[str, Any] | None = None, tb_run: str | None = None, best_by_eval: bool = False):
         self.agent_name = agent_name
         self.config = config
         self.run_dir = Path(run_dir)
@@ -213,6 +261,10 @@ class TrialRecorder:
             yaml.safe_dump({"agent": agent_name, **self.config_dict}, sort_keys=False))
         extra = resume_extra or {}
         self.best_reward = extra.get("best_reward", -math.inf)
+        # best_by_eval: the best checkpoint is the best periodic evaluation's, else the best reward's
+        self.best_by_eval = best_by_eval
+        self.best_eval = extra.get("best_eval", -math.inf)
+        self.best_params = None  # the best checkpoint's params, once saved in this process
         self.wall_before = extra.get("wall_time", 0.0)
         self.start = time.perf_counter()
         self.reward = None
@@ -225,17 +277,21 @@ class TrialRecorder:
         return self.wall_before + time.perf_counter() - self.start
 
     def _extra(self, state) -> dict:
-        return {"env_steps": int(state.env_steps), "best_reward": self.best_reward, "wall_time": self.wall_time()}
+        return {"env_steps": int(state.env_steps), "best_reward": self.best_reward, "best_eval": self.best_eval,
+                "wall_time": self.wall_time()}
 
     def save(self, which: str, state) -> None:
+        if which == "best":  # a host copy: the state's device buffers may be donated later
+            self.best_params = jax.tree.map(np.asarray, state.params)
         checkpoint.save(self.run_dir / "checkpoints" / checkpoint.FILE_NAME[which], agent=self.agent_name,
                         config=self.config_dict, state=state, extra=self._extra(state))
 
     def record_segment(self, state, raw_metrics, num_updates: int, seconds: float,
-                       checkpoint_every: int = 1, compile_seconds: float = 0.0) -> dict[str, Any]:
+                       checkpoint_every: int = 1, compile_seconds: float = 0.0,
+                       eval_return: float | None = None) -> dict[str, Any]:
         """Log one segment and checkpoint; raise TrialDiverged on a non-finite loss.
         `compile_seconds` of the segment's `seconds` were compiling (SegmentClock): steps/s
-        leaves them out."""
+        leaves them out. `eval_return`: the periodic evaluation at the segment's end, if any."""
         metrics = _host_metrics(raw_metrics)
         step = int(state.env_steps)
         metrics["steps_per_second"] = (num_updates * self.config.steps_per_update
@@ -244,14 +300,22 @@ class TrialRecorder:
             metrics["compile_seconds"] = compile_seconds
         metrics["learning_rate"] = learning_rate_at(self.agent_name, self.config, int(state.update))
         metrics["wall_time"] = self.wall_time()
+        if eval_return is not None:
+            metrics["periodic_eval"] = eval_return
         self._log.write(step, metrics)
         self.metrics = metrics
         if metrics.get("loss") is None or not math.isfinite(metrics["loss"]):
             raise TrialDiverged(f"loss is {metrics.get('loss')} at step {step}")
         self.reward = metrics["reward"]
         self.segments += 1
-        if self.reward is not None and self.reward > self.best_reward:
+        improved = self.reward is not None and self.reward > self.best_reward
+        if improved:
             self.best_reward = self.reward
+        if self.best_by_eval:  # ties go to the later policy: it has trained on more data
+            improved = eval_return is not None and eval_return >= self.best_eval
+            if improved:
+                self.best_eval = eval_return
+        if improved:
             self.save("best", state)
         if self.segments % checkpoint_every == 0:
             self.save("last", state)
@@ -265,14 +329,22 @@ class TrialRecorder:
     def finish(self, state, status: str, eval_episodes: int = 0, eval_seed: int = 10_000) -> dict[str, Any]:
         """Final checkpoints (a stopped trial keeps its results), evaluation and summary."""
         self.save("last", state)
-        if not (self.run_dir / "checkpoints" / checkpoint.FILE_NAME["best"]).exists():
+        best_file = self.run_dir / "checkpoints" / checkpoint.FILE_NAME["best"]
+        if not best_file.exists():
             self.save("best", state)
         summary = {"status": status, "agent": self.agent_name, "env": self.config.env,
                    "env_steps": int(state.env_steps), "reward": self.reward,
                    "best_reward": self.best_reward if math.isfinite(self.best_reward) else None,
+                   "best_by": "eval" if self.best_by_eval else "reward",
                    "wall_time": self.wall_time(), "metrics": self.metrics}
-        if eval_episodes > 0:
-            summary["eval"] = evaluate_params(self.agent_name, self.config, state.params, eval_episodes, eval_seed)
+        if self.best_by_eval:
+            summary["best_eval"] = self.best_eval if math.isfinite(self.best_eval) else None
+        if eval_episodes > 0:  # the best checkpoint's policy: what `rltune eval RUN` evaluates
+            params = self.best_params
+            if params is None:  # best saved before a resume: read it back
+                params = checkpoint.restore_state(state, checkpoint.read(best_file)).params
+            summary["eval"] = evaluate_params(self.agent_name, self.config, params, eval_episodes, eval_seed)
+            summary["eval"]["checkpoint"] = "best"
             self._log.scalars(int(state.env_steps), {"eval_return": summary["eval"]["mean"]})
         self._log.end_session(status)
         self._log.close()
@@ -309,13 +381,17 @@ def train(agent_name: str, config, run_dir: str | Path, *, options: RunOptions =
     """
     module = get_agent(agent_name)
     state, extra = load_last(agent_name, config, run_dir) if resume else (module.init(config), None)
+    every = eval_interval(options, config.total_steps)
     recorder = TrialRecorder(agent_name, config, run_dir, resume_extra=extra, hparams=options.hparams,
-                             tb_run=options.tb_run)
+                             tb_run=options.tb_run, best_by_eval=every > 0)
+    periodic = (PeriodicEval(agent_name, config, options.eval_every_episodes, options.eval_seed + 1)
+                if every > 0 else None)
     seg_updates = _segment_updates(config, options)
     status = "completed"
     progress = _progress_bar(options.progress, config.total_steps)
     # A hyperparameter schedule (PBT's best member) changes traced values at segment ends.
-    boundaries = tuple(options.report_steps) + hp_schedule.steps(config)
+    boundaries = (tuple(options.report_steps) + hp_schedule.steps(config)
+                  + eval_boundaries(every, config.total_steps))
     current, applied = config, 0
     if resume:  # entries before the checkpoint are in force already (their random folds included)
         current, _, applied = hp_schedule.apply(config, None, int(state.env_steps) - 1, 0)
@@ -324,10 +400,15 @@ def train(agent_name: str, config, run_dir: str | Path, *, options: RunOptions =
             current, state, applied = hp_schedule.apply(current, state, int(state.env_steps), applied)
             n = _next_segment(int(state.update), seg_updates, config, boundaries)
             clock = SegmentClock()
+            before = int(state.env_steps)
             state, raw = module.train_segment(current, state, n)
             jax.block_until_ready(state)
             seconds, compiled = clock.stop()
-            recorder.record_segment(state, raw, n, seconds, options.checkpoint_every, compiled)
+            eval_return = None
+            after = int(state.env_steps)
+            if periodic is not None and (after // every > before // every or int(state.update) >= config.num_updates):
+                eval_return = periodic(state.params)  # every `every` steps and at the end
+            recorder.record_segment(state, raw, n, seconds, options.checkpoint_every, compiled, eval_return)
             reward = recorder.reward
             if progress:
                 progress.update(int(state.env_steps), reward)

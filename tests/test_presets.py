@@ -1,7 +1,10 @@
 """Presets (defaults < preset < --config < flags), flag spellings, the one-call Python API."""
 
 import dataclasses
+import json
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import yaml
@@ -108,4 +111,68 @@ def test_one_call_api_trains_and_acts(tmp_path):
 def test_one_call_api_rejects_a_bad_field_before_writing(tmp_path):
     with pytest.raises(rltune.UsageError, match="learning_rat"):
         rltune.train("ppo", env="CartPole-v1", learning_rat=1e-3, out=tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_compiled_gymnax_eval_gives_the_known_returns():
+    from rltune.evaluate import compiled_gymnax_eval
+
+    # Probe-Sign-v0: reward 1 when the action matches the observation's sign, one-step episodes;
+    # Probe-Chain-v0: 50 steps of reward 1 whatever the actions.
+    def act(params, obs, rng, deterministic):
+        return ((obs[:, 0] * params) > 0).astype(jnp.int32)
+
+    key = jax.random.PRNGKey(3)
+    sign = compiled_gymnax_eval(act, "Probe-Sign-v0", 16)
+    np.testing.assert_array_equal(sign(jnp.float32(1.0), key), np.ones(16))
+    np.testing.assert_array_equal(sign(jnp.float32(-1.0), key), np.zeros(16))
+    np.testing.assert_array_equal(compiled_gymnax_eval(act, "Probe-Chain-v0", 4)(jnp.float32(1.0), key),
+                                  np.full(4, 50.0))
+
+
+def _jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_periodic_evaluation_picks_the_best_checkpoint_and_the_final_eval_uses_it(tmp_path):
+    from rltune.evaluate import evaluate
+    from rltune.policy import load_agent
+
+    run = rltune.train("dqn", env="Probe-Sign-v0", total_steps=2000, num_envs=4, learning_starts=200,
+                       buffer_size=2000, batch_size=32, hidden_size=8, learning_rate=3e-3, update_target=100,
+                       eval_every=500, eval_every_episodes=8, eval_episodes=20, preset="none",
+                       out=tmp_path / "run")
+    evals = {row["step"]: row["periodic_eval"] for row in _jsonl(run.directory / "metrics.jsonl")
+             if "periodic_eval" in row}
+    assert sorted(evals) == [500, 1000, 1500, 2000]  # every 500 steps; the last one is the end
+    best = max(evals.values())
+    chosen = max(step for step, value in evals.items() if value == best)  # ties: the later policy
+    agent = load_agent(run.directory, "best")
+    assert agent.env_steps == chosen
+    assert run.summary["best_by"] == "eval" and run.summary["best_eval"] == best
+    # The final evaluation is the best checkpoint's (what `rltune eval RUN` gives).
+    again = evaluate(lambda obs: agent._act(agent.params, obs, jax.random.PRNGKey(10_000), True),
+                     "Probe-Sign-v0", "gymnax", 20, 10_000)
+    assert run.summary["eval"]["checkpoint"] == "best" and run.summary["eval"]["mean"] == again.mean
+
+
+def test_without_periodic_evaluation_the_best_checkpoint_follows_the_training_reward(tmp_path):
+    run = rltune.train("dqn", env="Probe-Sign-v0", total_steps=1000, num_envs=4, learning_starts=200,
+                       buffer_size=1000, batch_size=32, hidden_size=8, eval_every=0, eval_episodes=0,
+                       preset="none", out=tmp_path / "run")
+    rows = _jsonl(run.directory / "metrics.jsonl")
+    assert not any("periodic_eval" in row for row in rows)
+    assert run.summary["best_by"] == "reward" and "best_eval" not in run.summary
+    from rltune.policy import load_agent
+
+    best_step = max(rows, key=lambda row: (row["reward"], -row["step"]))["step"]  # first at the max
+    assert load_agent(run.directory, "best").env_steps == best_step
+
+
+def test_periodic_evaluation_flags_are_checked_before_anything_is_written(tmp_path):
+    for flags, name in ((["--eval-every", "-5"], "--eval-every"), (["--eval-every-episodes", "0"],
+                                                                   "--eval-every-episodes")):
+        with pytest.raises(SystemExit) as exc:
+            main(["train", "dqn", "--env", "CartPole-v1", "--out", str(tmp_path / "x"), *flags])
+        assert exc.value.code == 2
     assert not (tmp_path / "x").exists()
