@@ -167,18 +167,28 @@ def run_ray_pbt(args, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("RAY_worker_niceness", "0")
     start = time.perf_counter()
-    ray.init(num_cpus=args.parallel, include_dashboard=False, logging_level="warning")
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray.init(num_cpus=args.parallel, include_dashboard=False, logging_level="warning",
+             _node_ip_address="127.0.0.1")  # loopback only
     (lo, hi, _), (elo, ehi, _) = SPACE["learning_rate"], SPACE["ent_coef"]
     mutations = {"learning_rate": tune.loguniform(lo, hi), "ent_coef": tune.uniform(elo, ehi)}
     pbt = PopulationBasedTraining(time_attr="timesteps", perturbation_interval=args.interval,
                                   hyperparam_mutations=mutations, quantile_fraction=0.25,
-                                  resample_probability=0.25, perturbation_factors=(1.2, 0.8), seed=args.seed)
+                                  resample_probability=0.25, perturbation_factors=(1.2, 0.8))
+    # Ray's PBT draws from the global `random` module (it takes no seed); the initial
+    # population comes from numpy's global stream: seed both
+    import random
+
+    import numpy as np
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
     space = {**mutations, "_steps": args.steps, "_interval": args.interval, "_env": args.env}
     tuner = tune.Tuner(
         tune.with_resources(_ray_pbt_trainable, {"cpu": 1}), param_space=space,
         tune_config=tune.TuneConfig(num_samples=args.members, scheduler=pbt, metric="reward", mode="max"),
         run_config=tune.RunConfig(name="ray-pbt", storage_path=str((out / "ray_results").resolve()), verbose=0,
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=4)))
     grid = tuner.fit()
     wall = time.perf_counter() - start
     curves = {i: {int(m["timesteps"]): float(m["reward"]) for _, m in r.metrics_dataframe.iterrows()}

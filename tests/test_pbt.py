@@ -2,10 +2,12 @@
 diverged member replaced by a copy, lineage and schedule in the study, and the replay of the
 best member's schedule with `rltune train --config best_config.yaml`."""
 
+import dataclasses
 import json
 import math
 import random
 import textwrap
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -17,7 +19,7 @@ from rltune.agents import ppo
 from rltune.cli import main
 from rltune.config import from_dict
 from rltune.errors import UsageError
-from rltune.runner import TrialRecorder
+from rltune.runner import TrialRecorder, load_last
 from rltune.schedulers import make_scheduler
 from rltune.schedulers.pbt import (Mutation, explore_value, parse_mutations, quantile_size, rank_members,
                                    split_quantiles)
@@ -240,7 +242,7 @@ def test_pbt_study_records_lineage_and_its_best_schedule_replays(tmp_path):
      "scheduler.mutations.learning_rate.low", "log"),
     ({"scheduler": {"name": "pbt", "quantile": 0.7}}, "scheduler.quantile", "0.5"),
     ({"scheduler": {"name": "pbt", "perturb": 1.2}}, "scheduler.perturb", "list"),
-    ({"executor": "local"}, "executor", "population executor only"),
+    ({"executor": "ray", "population": True}, "population", "one trial per actor"),
     ({"search_space": {"activation": {"type": "categorical", "values": ["tanh", "relu"]}}},
      "search_space.activation",
      "static"),
@@ -317,3 +319,79 @@ def test_simulate_refuses_pbt_and_leaves_it_out_by_default():
         parse_scheduler_spec("pbt")
     assert exc.value.field == "scheduler" and "cannot replay" in str(exc.value)
     assert "pbt" in SCHEDULERS and not SCHEDULERS["pbt"].replays_curves
+
+
+# ---------------------------------------------------------------- through checkpoints (local, Ray)
+def _checkpointed_member(tmp_path, number, seed, lr):
+    config = from_dict(ppo.PPOConfig, {**TINY, "seed": seed, "learning_rate": lr})
+    recorder = TrialRecorder("ppo", config, tmp_path / str(number))
+    state, _ = ppo.train_segment(config, ppo.init(config), 2)
+    recorder.best_reward, recorder.wall_before = float(seed), 10.0 * seed  # its own history
+    recorder.save("best", state)
+    recorder.save("last", state)
+    (tmp_path / str(number) / "metrics.jsonl").write_text(f'{{"step": 128, "reward": {seed}}}\n')
+    recorder.close()
+    return config
+
+
+def _files(trial_dir):
+    return {p.relative_to(trial_dir): p.read_bytes() for p in sorted(trial_dir.rglob("*")) if p.is_file()}
+
+
+def test_local_exploit_copies_exactly_the_chosen_checkpoint_and_nothing_else(tmp_path):
+    from rltune import checkpoint
+    from rltune.config import to_dict
+    from rltune.tune.pbt_rounds import CheckpointPBT
+
+    configs = {n: _checkpointed_member(tmp_path, n, seed=n + 1, lr=1e-3 * (n + 1)) for n in range(4)}
+    settings = {"goal": "maximize", "max_steps": 512,
+                "params": {"interval": 128, "quantile": 0.25, "mutations": LR, "seed": 0}}
+    rounds = CheckpointPBT(settings, ["ent_coef", "learning_rate"], lambda n: tmp_path / str(n))
+    for n, config in configs.items():
+        rounds.start(n, config)
+        rounds.arrive(n, value=float(n), step=128)  # member 0 is the worst, 3 the best
+    before = {n: _files(tmp_path / str(n)) for n in range(4)}
+    last = lambda n: checkpoint.read(tmp_path / str(n) / "checkpoints" / "last.msgpack")  # noqa: E731
+    source_payload = last(3)
+
+    copies, lost = rounds.round(lambda n, hps: to_dict(dataclasses.replace(configs[n], **hps)))
+    assert lost == [] and rounds.ready == [0, 1, 2, 3]
+    assert [(c.trial_id, c.source, c.step, c.reason) for c in copies] == [(0, 3, 128, "exploit")]
+    hps = copies[0].hps
+    assert 1e-4 <= hps["learning_rate"] <= 1e-2 and hps["learning_rate"] != 4e-3  # explored
+    assert np.float32(hps["ent_coef"]) == np.float32(configs[3].ent_coef)  # not mutated: the source's
+    assert rounds.config(0) == hps and np.float32(rounds.config(1)["learning_rate"]) == np.float32(2e-3)
+    for n in (1, 2, 3):  # untouched, source included
+        assert _files(tmp_path / str(n)) == before[n]
+    after = _files(tmp_path / "0")
+    changed = {name for name in after if after[name] != before[0][name]}
+    assert changed == {Path("checkpoints/last.msgpack")}  # its best, metrics, logs stay
+    copied = last(0)
+    src, got = _flat(source_payload["state"]), _flat(copied["state"])
+    assert src.keys() == got.keys() and "rng" in src
+    for key in src:
+        if key == "rng":
+            np.testing.assert_array_equal(got[key], jax.random.fold_in(src[key], 0))  # folded with the member
+        else:
+            np.testing.assert_array_equal(got[key], src[key])  # weights, optimizer, envs, counters
+    assert copied["extra"] == {**_extra(before[0]), "env_steps": source_payload["extra"]["env_steps"]}
+    assert copied["config"] == to_dict(dataclasses.replace(configs[0], **hps))
+    # the copy resumes in an ordinary run: it trains on from the source's step with the new values
+    state, _ = load_last("ppo", dataclasses.replace(configs[0], **hps), tmp_path / "0")
+    assert int(state.env_steps) == 128
+
+
+def _flat(tree, prefix=""):
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}/"))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def _extra(files):
+    from flax import serialization
+
+    return serialization.msgpack_restore(files[Path("checkpoints/last.msgpack")])["extra"]
