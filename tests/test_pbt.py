@@ -395,3 +395,60 @@ def _extra(files):
     from flax import serialization
 
     return serialization.msgpack_restore(files[Path("checkpoints/last.msgpack")])["extra"]
+
+
+LOCAL_STUDY = """
+    name: pbt-local
+    agent: ppo
+    env: CartPole-v1
+    fixed: {num_envs: 4, num_steps: 16, num_minibatches: 2, update_epochs: 2, hidden_size: 16, anneal_lr: false}
+    budget_steps: 1024
+    search_space:  # one member's rate makes its loss NaN at once: it must be replaced, not fail
+      learning_rate: {type: categorical, values: [1.0e-3, 3.0e-3, 1.0e-2, 1.0e+20]}
+    trials: 4
+    parallel: 2
+    executor: local
+    sampler: {name: grid, seed: 0}
+    scheduler:
+      name: pbt
+      interval: 256
+      quantile: 0.25
+      mutations: {learning_rate: {type: float, low: 1.0e-4, high: 3.0e-2, scale: log}}
+"""
+
+
+def test_local_pbt_study_replaces_a_diverged_member_and_its_best_schedule_replays(tmp_path):
+    import optuna
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(textwrap.dedent(LOCAL_STUDY))
+    out = tmp_path / "study"
+    assert main(["tune", str(spec), "--out", str(out), "--eval-episodes", "1"]) == 0
+    stored = optuna.load_study(study_name="pbt-local", storage=f"sqlite:///{out / 'study.db'}").trials
+    assert [t.state.name for t in stored] == ["COMPLETE"] * 4
+    pbt = {t.number: json.loads((out / "trials" / str(t.number) / "pbt.json").read_text()) for t in stored}
+    for t in stored:
+        assert t.user_attrs["pbt_schedule"] == pbt[t.number]["pbt_schedule"]
+        assert t.user_attrs["pbt_lineage"] == pbt[t.number]["pbt_lineage"]
+        steps = sorted(_curve(out / "trials" / str(t.number)))
+        assert steps[-1] == 1024 and len(steps) == len(set(steps))
+    nan_member = next(t.number for t in stored if t.params["learning_rate"] == 1e20)
+    first = pbt[nan_member]["pbt_lineage"][0]
+    assert first["reason"] == "diverged" and first["step"] == 256 and first["from"] != nan_member
+    assert 1e-4 <= first["hps"]["learning_rate"] <= 3e-2
+    # one member copies at each of the 3 intervals (the diverged one the first time)
+    assert sum(len(p["pbt_lineage"]) for p in pbt.values()) == 3
+    # the best member's schedule replays as one ordinary run, the same single-trial program:
+    # the same curve along its lineage
+    number = json.loads((out / "summary.json").read_text())["best"]["number"]
+    best = yaml.safe_load((out / "best_config.yaml").read_text())
+    assert json.loads(best["hp_schedule"]) == pbt[number]["pbt_schedule"]
+    run = tmp_path / "replay"
+    assert main(["train", "ppo", "--config", str(out / "best_config.yaml"), "--out", str(run),
+                 "--eval-episodes", "0"]) == 0
+    replay, member = _curve(run), _lineage_curve(out, number)
+    common = sorted(set(replay) & set(member))
+    assert len(common) >= 5 and common[-1] == 1024
+    for step in common:
+        a, b = replay[step], member[step]
+        assert (a is None and b is None) or abs(a - b) <= 1e-5 * max(1.0, abs(b)), (step, a, b)
