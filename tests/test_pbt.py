@@ -433,6 +433,9 @@ def test_local_pbt_study_replaces_a_diverged_member_and_its_best_schedule_replay
         steps = sorted(_curve(out / "trials" / str(t.number)))
         assert steps[-1] == 1024 and len(steps) == len(set(steps))
     nan_member = next(t.number for t in stored if t.params["learning_rate"] == 1e20)
+    for t in stored:  # paused at every interval boundary (the NaN member where it diverged instead of 256)
+        pauses = [p["step"] for p in t.user_attrs["pauses"]]
+        assert pauses == ([0, 512, 768] if t.number == nan_member else [256, 512, 768]), (t.number, pauses)
     first = pbt[nan_member]["pbt_lineage"][0]
     assert first["reason"] == "diverged" and first["step"] == 256 and first["from"] != nan_member
     assert 1e-4 <= first["hps"]["learning_rate"] <= 3e-2

@@ -350,8 +350,13 @@ class StudyDriver:
         copies, lost = self.pbt_rounds.round(config_of)
         now = time.time()
         for event in copies:
-            self.records[event.trial_id].timeline.append([now, "exploit", event.step])
+            run = self.paused[event.trial_id]
+            run.record.timeline.append([now, "exploit", event.step])
             self.lineage.exploited(event)
+            # it resumes at the source's step (a diverged member had not reached the boundary)
+            run.record.step = event.step
+            for _ in self._crossings(event.step, run.reported_boundaries):
+                pass
         for number in lost:
             run = self.paused.pop(number)
             self.running[number] = run
