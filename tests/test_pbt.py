@@ -455,3 +455,45 @@ def test_local_pbt_study_replaces_a_diverged_member_and_its_best_schedule_replay
     for step in common:
         a, b = replay[step], member[step]
         assert (a is None and b is None) or abs(a - b) <= 1e-5 * max(1.0, abs(b)), (step, a, b)
+
+
+# ---------------------------------------------------------------- PB2: the GP-bandit explore
+def test_pb2_bandit_finds_the_best_region_and_pending_points_lower_its_bonus():
+    from rltune.schedulers import pb2
+
+    rng = random.Random(0)
+    x = np.array([[1.0, u] for u in np.linspace(0, 1, 9)])
+    y = -(x[:, 1] - 0.7) ** 2  # the metric grows most at 0.7
+    gp = pb2.fit(x, y)
+    first = pb2.select(gp, 2.0, 1, rng, [])
+    assert abs(first[0] - 0.7) < 0.1
+    pending = np.array([[2.0, *first]])
+    point = np.array([[2.0, *first]])
+    _, alone = pb2.predict(gp, point)
+    _, with_pending = pb2.predict(gp, point, pending)
+    assert with_pending[0] < 0.8 * alone[0]  # a member chosen earlier in the round lowers the bonus there
+    far = np.array([[2.0, 0.1]])
+    assert pb2.predict(gp, far, pending)[1][0] > 0.95 * pb2.predict(gp, far)[1][0]  # and not far from it
+
+
+def test_pb2_explore_moves_the_copies_towards_the_best_rate():
+    """Members whose metric grows most with a learning rate near 3e-3 (made-up dynamics):
+    after a few rounds the bandit sends every copy there, inside the range."""
+    sched = make_scheduler("pbt", max_steps=1000, interval=100, quantile=0.25, explore="pb2", seed=1,
+                           mutations={"learning_rate": {"type": "float", "low": 1e-5, "high": 1e-1, "scale": "log"}})
+    rng = random.Random(0)
+    lrs = {m: math.exp(rng.uniform(math.log(1e-5), math.log(1e-1))) for m in range(8)}
+    values = {m: 0.0 for m in range(8)}
+    chosen = []
+    for _ in range(6):
+        values = {m: values[m] + 10 - (math.log10(lrs[m]) + 2.5) ** 2 for m in range(8)}
+        choices = sched.exploit_explore(values, {m: {"learning_rate": lrs[m]} for m in range(8)})
+        for c in choices:
+            values[c.member] = values[c.source]
+            lrs[c.member] = c.hps["learning_rate"]
+        chosen.append([c.hps["learning_rate"] for c in choices])
+    assert all(1e-5 <= lr <= 1e-1 for lrs_ in chosen for lr in lrs_)
+    assert all(abs(math.log10(lr) + 2.5) < 0.75 for lr in chosen[-1]), chosen[-1]
+    with pytest.raises(UsageError) as exc:
+        make_scheduler("pbt", max_steps=1000, explore="bayes")
+    assert exc.value.field == "scheduler.explore"
