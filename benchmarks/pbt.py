@@ -1,7 +1,7 @@
 """Population-based training vs random search with the same compute, and vs Ray Tune's PBT.
 
     python benchmarks/pbt.py [--members 16] [--steps 100000] [--interval 10000]
-        [--peers a,b,c] [--bench-python .venv-bench/bin/python] [--plot docs/pbt_schedule.png]
+        [--peers a,a2,b,c] [--bench-python .venv-bench/bin/python] [--plot docs/pbt_schedule.png]
 
 The task: PPO on CartPole-v1 with a *constant* learning rate (`anneal_lr: false`), searched on
 1e-4..1e-1 (log) together with the entropy coefficient (0..0.03). A constant learning rate is
@@ -13,6 +13,8 @@ on its own. CartPole-v1 is an env both sides run (Stable-Baselines3 for (c)).
   (a) rltune PBT on the population executor: `--members` members, one vmapped program, every
       `--interval` steps the bottom quarter copies the top quarter and perturbs (x0.8/x1.2)
       or resamples (p = 0.25) the learning rate and entropy coefficient;
+  (a2) the same PBT study on the local executor (`--parallel` worker processes, members paused
+      at each interval, copies made through checkpoint files);
   (b) rltune random search, same members, same sampler seed (so the same initial
       hyperparameters as (a)), same executor and per-trial budget: the same compute, no PBT;
   (c) Ray Tune's PopulationBasedTraining over Stable-Baselines3 PPO (one process per trial,
@@ -46,8 +48,8 @@ SPACE = {"learning_rate": (1e-4, 1e-1, True), "ent_coef": (0.0, 0.03, False)}
 PPO = {"num_envs": 4, "num_steps": 128, "num_minibatches": 4, "update_epochs": 4, "gamma": 0.99,
        "gae_lambda": 0.95, "clip_eps": 0.2, "vf_coef": 0.5, "max_grad_norm": 0.5, "hidden_size": 64,
        "hidden_layers": 2, "activation": "tanh", "anneal_lr": False, "seed": 0}
-NAMES = {"a": "rltune PBT (population)", "b": "rltune random search (population)",
-         "c": "Ray Tune PBT + SB3 PPO"}
+NAMES = {"a": "rltune PBT (population)", "a2": "rltune PBT (local executor, 2 workers)",
+         "b": "rltune random search (population)", "c": "Ray Tune PBT + SB3 PPO"}
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 
 
@@ -58,10 +60,11 @@ def rltune_spec(peer: str, args):
     space = {k: {"type": "float", "low": lo, "high": hi, **({"scale": "log"} if log else {})}
              for k, (lo, hi, log) in SPACE.items()}
     scheduler = ({"name": "pbt", "interval": args.interval, "quantile": 0.25, "resample_probability": 0.25,
-                  "perturb": [0.8, 1.2], "seed": args.seed} if peer == "a" else "fifo")
+                  "perturb": [0.8, 1.2], "seed": args.seed} if peer in ("a", "a2") else "fifo")
+    executor = {"executor": "local", "parallel": args.parallel} if peer == "a2" else {"executor": "population"}
     return spec_from_dict({"name": f"pbt-bench-{peer}", "agent": "ppo", "env": args.env, "fixed": dict(PPO),
                            "budget_steps": args.steps, "search_space": space, "trials": args.members,
-                           "sampler": {"name": "random", "seed": args.seed}, "executor": "population",
+                           "sampler": {"name": "random", "seed": args.seed}, **executor,
                            "scheduler": scheduler})
 
 
@@ -72,7 +75,8 @@ def run_rltune(peer: str, args, out: Path) -> dict:
     study_dir = out / f"rltune-{peer}"
     start = time.perf_counter()
     # the same segment grid for both: a PBT interval is a segment end in (a); (b) reports there too
-    result = run_study(rltune_spec(peer, args), study_dir, eval_episodes=0, population_size=args.members)
+    result = run_study(rltune_spec(peer, args), study_dir, eval_episodes=0,
+                       population_size=None if peer == "a2" else args.members)
     wall = time.perf_counter() - start
     curves = {r.number: _curve(study_dir / "trials" / str(r.number)) for r in result.records}
     finals = [r.value for r in result.records if r.state == "COMPLETE" and r.value is not None]
@@ -101,12 +105,15 @@ def _curve(trial_dir: Path) -> dict[int, float]:
 
 
 def _best_at_fractions(curves: dict[int, dict[int, float]], steps: int) -> dict[str, float | None]:
-    """The best member's training return once every member has run a fraction of its budget."""
+    """The best member's training return once every member has run a fraction of its budget
+    (give or take one rollout: both sides end a segment on a whole rollout, SB3 past the
+    budget, rltune before it)."""
     out = {}
+    rollout = PPO["num_envs"] * PPO["num_steps"]
     for f in FRACTIONS:
         at = []
         for curve in curves.values():
-            done = [s for s in curve if s <= f * steps]
+            done = [s for s in curve if s <= f * steps + rollout]
             if done:
                 at.append(curve[max(done)])
         out[f"{int(f * 100)}%"] = max(at) if at else None
@@ -167,18 +174,28 @@ def run_ray_pbt(args, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("RAY_worker_niceness", "0")
     start = time.perf_counter()
-    ray.init(num_cpus=args.parallel, include_dashboard=False, logging_level="warning")
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray.init(num_cpus=args.parallel, include_dashboard=False, logging_level="warning",
+             _node_ip_address="127.0.0.1")  # loopback only
     (lo, hi, _), (elo, ehi, _) = SPACE["learning_rate"], SPACE["ent_coef"]
     mutations = {"learning_rate": tune.loguniform(lo, hi), "ent_coef": tune.uniform(elo, ehi)}
     pbt = PopulationBasedTraining(time_attr="timesteps", perturbation_interval=args.interval,
                                   hyperparam_mutations=mutations, quantile_fraction=0.25,
-                                  resample_probability=0.25, perturbation_factors=(1.2, 0.8), seed=args.seed)
+                                  resample_probability=0.25, perturbation_factors=(1.2, 0.8))
+    # Ray's PBT draws from the global `random` module (it takes no seed); the initial
+    # population comes from numpy's global stream: seed both
+    import random
+
+    import numpy as np
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
     space = {**mutations, "_steps": args.steps, "_interval": args.interval, "_env": args.env}
     tuner = tune.Tuner(
         tune.with_resources(_ray_pbt_trainable, {"cpu": 1}), param_space=space,
         tune_config=tune.TuneConfig(num_samples=args.members, scheduler=pbt, metric="reward", mode="max"),
         run_config=tune.RunConfig(name="ray-pbt", storage_path=str((out / "ray_results").resolve()), verbose=0,
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=4)))
     grid = tuner.fit()
     wall = time.perf_counter() - start
     curves = {i: {int(m["timesteps"]): float(m["reward"]) for _, m in r.metrics_dataframe.iterrows()}
@@ -276,7 +293,7 @@ def print_table(rows: list[dict]) -> None:
 
 def run_peer(peer: str, args, out: Path) -> dict:
     """Each peer in a fresh process (no compile cache or warm imports carried from another)."""
-    python = sys.executable if peer in ("a", "b") else args.bench_python
+    python = sys.executable if peer != "c" else args.bench_python
     if not Path(python).exists():
         return {"peer": NAMES[peer], "error": f"not run: no bench interpreter at {python} "
                 "(torch, SB3 and Ray; see docs/peers.md)"}
@@ -293,12 +310,12 @@ def run_peer(peer: str, args, out: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--peers", default="a,b,c", help="which of a,b,c to run")
+    parser.add_argument("--peers", default="a,a2,b,c", help="which of a,a2,b,c to run")
     parser.add_argument("--env", default="CartPole-v1", help="a gymnax id that Gymnasium also has")
     parser.add_argument("--members", type=int, default=16, help="population size = trials of (b)")
     parser.add_argument("--steps", type=int, default=100_000, help="env steps per member")
     parser.add_argument("--interval", type=int, default=10_000, help="PBT interval (env steps)")
-    parser.add_argument("--parallel", type=int, default=2, help="(c): trials at a time")
+    parser.add_argument("--parallel", type=int, default=2, help="(a2), (c): trials at a time")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--best-episodes", type=int, default=100)
     parser.add_argument("--bench-python", default=".venv-bench/bin/python",
@@ -324,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for peer in [p.strip() for p in args.peers.split(",") if p.strip()]:
         if peer not in NAMES:
-            parser.error(f"unknown peer {peer!r}: choose from a,b,c")
+            parser.error(f"unknown peer {peer!r}: choose from {','.join(NAMES)}")
         print(f"--- ({peer}) {NAMES[peer]}, start {time.strftime('%H:%M:%S')}, {_load()}", flush=True)
         rows.append(run_peer(peer, args, out))
         print(f"--- ({peer}) end {time.strftime('%H:%M:%S')}, {_load()}", flush=True)

@@ -24,15 +24,19 @@ FILE_NAME = {"last": "last.msgpack", "best": "best.msgpack"}
 
 def save(path: str | Path, *, agent: str, config: dict, state: Any, extra: dict | None = None) -> None:
     """Write atomically (temp file + rename), so a crash never leaves half a checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
+    write(path, {
         "format": FORMAT,
         "agent": agent,
         "config": config,
         "state": jax.tree.map(np.asarray, serialization.to_state_dict(state)),
         "extra": extra or {},
-    }
+    })
+
+
+def write(path: str | Path, payload: dict) -> None:
+    """Write a payload as `read` returns it (PBT copies one member's to another), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     data = serialization.msgpack_serialize(payload)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".msgpack")
     try:

@@ -2,10 +2,12 @@
 diverged member replaced by a copy, lineage and schedule in the study, and the replay of the
 best member's schedule with `rltune train --config best_config.yaml`."""
 
+import dataclasses
 import json
 import math
 import random
 import textwrap
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -17,7 +19,7 @@ from rltune.agents import ppo
 from rltune.cli import main
 from rltune.config import from_dict
 from rltune.errors import UsageError
-from rltune.runner import TrialRecorder
+from rltune.runner import TrialRecorder, load_last
 from rltune.schedulers import make_scheduler
 from rltune.schedulers.pbt import (Mutation, explore_value, parse_mutations, quantile_size, rank_members,
                                    split_quantiles)
@@ -240,7 +242,7 @@ def test_pbt_study_records_lineage_and_its_best_schedule_replays(tmp_path):
      "scheduler.mutations.learning_rate.low", "log"),
     ({"scheduler": {"name": "pbt", "quantile": 0.7}}, "scheduler.quantile", "0.5"),
     ({"scheduler": {"name": "pbt", "perturb": 1.2}}, "scheduler.perturb", "list"),
-    ({"executor": "local"}, "executor", "population executor only"),
+    ({"executor": "ray", "population": True}, "population", "one trial per actor"),
     ({"search_space": {"activation": {"type": "categorical", "values": ["tanh", "relu"]}}},
      "search_space.activation",
      "static"),
@@ -317,3 +319,181 @@ def test_simulate_refuses_pbt_and_leaves_it_out_by_default():
         parse_scheduler_spec("pbt")
     assert exc.value.field == "scheduler" and "cannot replay" in str(exc.value)
     assert "pbt" in SCHEDULERS and not SCHEDULERS["pbt"].replays_curves
+
+
+# ---------------------------------------------------------------- through checkpoints (local, Ray)
+def _checkpointed_member(tmp_path, number, seed, lr):
+    config = from_dict(ppo.PPOConfig, {**TINY, "seed": seed, "learning_rate": lr})
+    recorder = TrialRecorder("ppo", config, tmp_path / str(number))
+    state, _ = ppo.train_segment(config, ppo.init(config), 2)
+    recorder.best_reward, recorder.wall_before = float(seed), 10.0 * seed  # its own history
+    recorder.save("best", state)
+    recorder.save("last", state)
+    (tmp_path / str(number) / "metrics.jsonl").write_text(f'{{"step": 128, "reward": {seed}}}\n')
+    recorder.close()
+    return config
+
+
+def _files(trial_dir):
+    return {p.relative_to(trial_dir): p.read_bytes() for p in sorted(trial_dir.rglob("*")) if p.is_file()}
+
+
+def test_local_exploit_copies_exactly_the_chosen_checkpoint_and_nothing_else(tmp_path):
+    from rltune import checkpoint
+    from rltune.config import to_dict
+    from rltune.tune.pbt_rounds import CheckpointPBT
+
+    configs = {n: _checkpointed_member(tmp_path, n, seed=n + 1, lr=1e-3 * (n + 1)) for n in range(4)}
+    settings = {"goal": "maximize", "max_steps": 512,
+                "params": {"interval": 128, "quantile": 0.25, "mutations": LR, "seed": 0}}
+    rounds = CheckpointPBT(settings, ["ent_coef", "learning_rate"], lambda n: tmp_path / str(n))
+    for n, config in configs.items():
+        rounds.start(n, config)
+        rounds.arrive(n, value=float(n), step=128)  # member 0 is the worst, 3 the best
+    before = {n: _files(tmp_path / str(n)) for n in range(4)}
+    last = lambda n: checkpoint.read(tmp_path / str(n) / "checkpoints" / "last.msgpack")  # noqa: E731
+    source_payload = last(3)
+
+    copies, lost = rounds.round(lambda n, hps: to_dict(dataclasses.replace(configs[n], **hps)))
+    assert lost == [] and rounds.ready == [0, 1, 2, 3]
+    assert [(c.trial_id, c.source, c.step, c.reason) for c in copies] == [(0, 3, 128, "exploit")]
+    hps = copies[0].hps
+    assert 1e-4 <= hps["learning_rate"] <= 1e-2 and hps["learning_rate"] != 4e-3  # explored
+    assert np.float32(hps["ent_coef"]) == np.float32(configs[3].ent_coef)  # not mutated: the source's
+    assert rounds.config(0) == hps and np.float32(rounds.config(1)["learning_rate"]) == np.float32(2e-3)
+    for n in (1, 2, 3):  # untouched, source included
+        assert _files(tmp_path / str(n)) == before[n]
+    after = _files(tmp_path / "0")
+    changed = {name for name in after if after[name] != before[0][name]}
+    assert changed == {Path("checkpoints/last.msgpack")}  # its best, metrics, logs stay
+    copied = last(0)
+    src, got = _flat(source_payload["state"]), _flat(copied["state"])
+    assert src.keys() == got.keys() and "rng" in src
+    for key in src:
+        if key == "rng":
+            np.testing.assert_array_equal(got[key], jax.random.fold_in(src[key], 0))  # folded with the member
+        else:
+            np.testing.assert_array_equal(got[key], src[key])  # weights, optimizer, envs, counters
+    assert copied["extra"] == {**_extra(before[0]), "env_steps": source_payload["extra"]["env_steps"]}
+    assert copied["config"] == to_dict(dataclasses.replace(configs[0], **hps))
+    # the copy resumes in an ordinary run: it trains on from the source's step with the new values
+    state, _ = load_last("ppo", dataclasses.replace(configs[0], **hps), tmp_path / "0")
+    assert int(state.env_steps) == 128
+
+
+def _flat(tree, prefix=""):
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}/"))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def _extra(files):
+    from flax import serialization
+
+    return serialization.msgpack_restore(files[Path("checkpoints/last.msgpack")])["extra"]
+
+
+LOCAL_STUDY = """
+    name: pbt-local
+    agent: ppo
+    env: CartPole-v1
+    fixed: {num_envs: 4, num_steps: 16, num_minibatches: 2, update_epochs: 2, hidden_size: 16, anneal_lr: false}
+    budget_steps: 1024
+    search_space:  # one member's rate makes its loss NaN at once: it must be replaced, not fail
+      learning_rate: {type: categorical, values: [1.0e-3, 3.0e-3, 1.0e-2, 1.0e+20]}
+    trials: 4
+    parallel: 2
+    executor: local
+    sampler: {name: grid, seed: 0}
+    scheduler:
+      name: pbt
+      interval: 256
+      quantile: 0.25
+      mutations: {learning_rate: {type: float, low: 1.0e-4, high: 3.0e-2, scale: log}}
+"""
+
+
+def test_local_pbt_study_replaces_a_diverged_member_and_its_best_schedule_replays(tmp_path):
+    import optuna
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(textwrap.dedent(LOCAL_STUDY))
+    out = tmp_path / "study"
+    assert main(["tune", str(spec), "--out", str(out), "--eval-episodes", "1"]) == 0
+    stored = optuna.load_study(study_name="pbt-local", storage=f"sqlite:///{out / 'study.db'}").trials
+    assert [t.state.name for t in stored] == ["COMPLETE"] * 4
+    pbt = {t.number: json.loads((out / "trials" / str(t.number) / "pbt.json").read_text()) for t in stored}
+    for t in stored:
+        assert t.user_attrs["pbt_schedule"] == pbt[t.number]["pbt_schedule"]
+        assert t.user_attrs["pbt_lineage"] == pbt[t.number]["pbt_lineage"]
+        steps = sorted(_curve(out / "trials" / str(t.number)))
+        assert steps[-1] == 1024 and len(steps) == len(set(steps))
+    nan_member = next(t.number for t in stored if t.params["learning_rate"] == 1e20)
+    for t in stored:  # paused at every interval boundary (the NaN member where it diverged instead of 256)
+        pauses = [p["step"] for p in t.user_attrs["pauses"]]
+        assert pauses == ([0, 512, 768] if t.number == nan_member else [256, 512, 768]), (t.number, pauses)
+    first = pbt[nan_member]["pbt_lineage"][0]
+    assert first["reason"] == "diverged" and first["step"] == 256 and first["from"] != nan_member
+    assert 1e-4 <= first["hps"]["learning_rate"] <= 3e-2
+    # one member copies at each of the 3 intervals (the diverged one the first time)
+    assert sum(len(p["pbt_lineage"]) for p in pbt.values()) == 3
+    # the best member's schedule replays as one ordinary run, the same single-trial program:
+    # the same curve along its lineage
+    number = json.loads((out / "summary.json").read_text())["best"]["number"]
+    best = yaml.safe_load((out / "best_config.yaml").read_text())
+    assert json.loads(best["hp_schedule"]) == pbt[number]["pbt_schedule"]
+    run = tmp_path / "replay"
+    assert main(["train", "ppo", "--config", str(out / "best_config.yaml"), "--out", str(run),
+                 "--eval-episodes", "0"]) == 0
+    replay, member = _curve(run), _lineage_curve(out, number)
+    common = sorted(set(replay) & set(member))
+    assert len(common) >= 5 and common[-1] == 1024
+    for step in common:
+        a, b = replay[step], member[step]
+        assert (a is None and b is None) or abs(a - b) <= 1e-5 * max(1.0, abs(b)), (step, a, b)
+
+
+# ---------------------------------------------------------------- PB2: the GP-bandit explore
+def test_pb2_bandit_finds_the_best_region_and_pending_points_lower_its_bonus():
+    from rltune.schedulers import pb2
+
+    rng = random.Random(0)
+    x = np.array([[1.0, u] for u in np.linspace(0, 1, 9)])
+    y = -(x[:, 1] - 0.7) ** 2  # the metric grows most at 0.7
+    gp = pb2.fit(x, y)
+    first = pb2.select(gp, 2.0, 1, rng, [])
+    assert abs(first[0] - 0.7) < 0.1
+    pending = np.array([[2.0, *first]])
+    point = np.array([[2.0, *first]])
+    _, alone = pb2.predict(gp, point)
+    _, with_pending = pb2.predict(gp, point, pending)
+    assert with_pending[0] < 0.8 * alone[0]  # a member chosen earlier in the round lowers the bonus there
+    far = np.array([[2.0, 0.1]])
+    assert pb2.predict(gp, far, pending)[1][0] > 0.95 * pb2.predict(gp, far)[1][0]  # and not far from it
+
+
+def test_pb2_explore_moves_the_copies_towards_the_best_rate():
+    """Members whose metric grows most with a learning rate near 3e-3 (made-up dynamics):
+    after a few rounds the bandit sends every copy there, inside the range."""
+    sched = make_scheduler("pbt", max_steps=1000, interval=100, quantile=0.25, explore="pb2", seed=1,
+                           mutations={"learning_rate": {"type": "float", "low": 1e-5, "high": 1e-1, "scale": "log"}})
+    rng = random.Random(0)
+    lrs = {m: math.exp(rng.uniform(math.log(1e-5), math.log(1e-1))) for m in range(8)}
+    values = {m: 0.0 for m in range(8)}
+    chosen = []
+    for _ in range(6):
+        values = {m: values[m] + 10 - (math.log10(lrs[m]) + 2.5) ** 2 for m in range(8)}
+        choices = sched.exploit_explore(values, {m: {"learning_rate": lrs[m]} for m in range(8)})
+        for c in choices:
+            values[c.member] = values[c.source]
+            lrs[c.member] = c.hps["learning_rate"]
+        chosen.append([c.hps["learning_rate"] for c in choices])
+    assert all(1e-5 <= lr <= 1e-1 for lrs_ in chosen for lr in lrs_)
+    assert all(abs(math.log10(lr) + 2.5) < 0.75 for lr in chosen[-1]), chosen[-1]
+    with pytest.raises(UsageError) as exc:
+        make_scheduler("pbt", max_steps=1000, explore="bayes")
+    assert exc.value.field == "scheduler.explore"

@@ -138,6 +138,27 @@ def test_successive_halving_pauses_and_resumes_on_ray(cluster, tmp_path):
     assert steps == sorted(steps) and steps[-1] == 16384 and 4096 in steps and 8192 in steps
 
 
+def test_pbt_on_ray_copies_checkpoints_across_nodes(cluster, tmp_path):
+    spec = ppo_spec(cluster.address, name="ray-pbt", trials=4, budget_steps=4096,
+                    fixed={**TINY_PPO, "anneal_lr": False},
+                    search_space={"learning_rate": {"type": "float", "low": 1e-4, "high": 3e-2, "scale": "log"}},
+                    scheduler={"name": "pbt", "interval": 1024, "quantile": 0.25})
+    out = tmp_path / "study"
+    result = run_study(spec, out, eval_episodes=0)
+    assert [r.state for r in result.records] == ["COMPLETE"] * 4
+    stored = {t.number: trial_result_attrs(t) for t in stored_trials(out, "ray-pbt")}
+    assert len({a["node"] for a in stored.values()}) == 2
+    lineage = {t.number: t.user_attrs["pbt_lineage"] for t in stored_trials(out, "ray-pbt")}
+    assert sum(len(v) for v in lineage.values()) == 3  # one copy at each of the 3 intervals
+    for n, copies in lineage.items():
+        steps = [json.loads(line)["step"] for line in (out / "trials" / str(n) / "metrics.jsonl").open()]
+        assert steps == sorted(set(steps)) and steps[-1] == 4096  # resumed, never restarted
+        for c in copies:
+            assert c["step"] in (1024, 2048, 3072) and 1e-4 <= c["hps"]["learning_rate"] <= 3e-2
+    best = json.loads((out / "summary.json").read_text())["best"]["number"]
+    assert "hp_schedule" in (out / "best_config.yaml").read_text() and best in lineage
+
+
 def _parent_pid(pid: int) -> int | None:
     try:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])

@@ -36,6 +36,7 @@ from rltune.errors import UsageError
 from rltune.schedulers._base import CONTINUE, Decision, Scheduler, check_float, check_int, score
 
 KINDS = ("float", "int", "discrete", "categorical")
+EXPLORES = ("perturb", "pb2")  # random perturbation (PBT), or the GP bandit (PB2, schedulers/pb2.py)
 SCALES = ("linear", "log", "reverse_log")
 
 
@@ -188,7 +189,7 @@ class PBTScheduler(Scheduler):
     def __init__(self, *, goal: str = "maximize", max_steps: int, interval: int | None = None,
                  quantile: float = 0.25, resample_probability: float = 0.25,
                  perturb: Sequence[float] = (0.8, 1.2), mutations: Mapping[str, Any] | None = None,
-                 seed: int = 0):
+                 seed: int = 0, explore: str = "perturb"):
         super().__init__(goal=goal, max_steps=max_steps)
         if interval is None:
             interval = max(1, self.max_steps // 10)
@@ -205,6 +206,15 @@ class PBTScheduler(Scheduler):
                           for k, v in (mutations or {}).items()}
         self.seed = check_int("scheduler.seed", seed, low=0)
         self.rng = random.Random(self.seed)
+        if explore not in EXPLORES:
+            raise UsageError("scheduler.explore", f"must be one of {', '.join(EXPLORES)}; got {explore!r}")
+        self.explore = explore
+        # PB2 (schedulers/pb2.py): a GP bandit picks the explored values; it learns across rounds
+        self.pb2 = None
+        if explore == "pb2":
+            from rltune.schedulers.pb2 import PB2History
+
+            self.pb2 = PB2History(self.mutations)
         self._bounds = list(range(self.interval, self.max_steps, self.interval))
 
     def _decide(self, trial_id: int, index: int, value: float) -> Decision:
@@ -221,9 +231,21 @@ class PBTScheduler(Scheduler):
         bottom, top = split_quantiles(values, self.quantile, self.goal, failed, only_failed)
         sources = choose_sources(bottom, top, self.rng)
         failed_set = set(failed)
-        return [Exploit(m, src, explore(self.mutations, hps[src], self.rng, self.resample_probability,
-                                        self.perturb), "diverged" if m in failed_set else "exploit")
-                for m, src in sorted(sources.items())]
+
+        def perturbed(copied):
+            return explore(self.mutations, copied, self.rng, self.resample_probability, self.perturb)
+
+        if self.pb2 is not None and not only_failed:
+            self.pb2.observe(values, hps)
+        choices, pending = [], []
+        for m, src in sorted(sources.items()):
+            if self.pb2 is not None:
+                new = self.pb2.explore(hps[src], self.rng, pending, perturbed)
+                self.pb2.copied(m, src, new)
+            else:
+                new = perturbed(hps[src])
+            choices.append(Exploit(m, src, new, "diverged" if m in failed_set else "exploit"))
+        return choices
 
     def __repr__(self) -> str:
         return (f"PBTScheduler(goal={self.goal!r}, max_steps={self.max_steps}, interval={self.interval}, "

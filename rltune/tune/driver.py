@@ -20,6 +20,7 @@ from rltune.errors import UsageError
 from rltune.tune.executors.base import (Done, Exploited, ExecutorOptions, Failed, Report, Retried, Started,
                                         TrialTask, make_executor)
 from rltune.tune.lineage import PBTLineage, write_json
+from rltune.tune.pbt_rounds import DIVERGED, CheckpointPBT
 from rltune.tune.resolve import (agent_config, base_config, make_scheduler_for, pbt_settings, steps_per_unit,
                                  trial_budget)
 from rltune.tune.spec import StudySpec, dump_spec
@@ -73,15 +74,20 @@ class StudyDriver:
             else spec.num_trials
         self.pbt = pbt_settings(spec, self.scheduler)
         self.lineage = PBTLineage(spec, self.pbt["names"]) if self.pbt else None
+        # PBT through checkpoints (local and Ray executors): the driver's rounds at a barrier
+        self.pbt_rounds = None
         if self.pbt:
             if resume:
                 raise UsageError("--resume", "a PBT study cannot be resumed: its members train in lockstep "
                                  "and copy each other; start a new study")
-            if population_size is not None and population_size < self.max_trials:
+            if spec.executor != "population":
+                self.pbt_rounds = CheckpointPBT(self.pbt, self.pbt["names"], self.trial_dir)
+            elif population_size is not None and population_size < self.max_trials:
                 raise UsageError("--population-size", f"PBT trains all {self.max_trials} trials together as "
                                  f"one population: needs a population size >= trials, got {population_size}")
             self.pbt["num_trials"] = self.max_trials  # a grid may hold fewer points than trials
-            self.population_size = self.max_trials
+            if self.pbt_rounds is None:
+                self.population_size = self.max_trials
 
     def executor_options(self) -> ExecutorOptions:
         s = self.spec
@@ -138,7 +144,9 @@ class StudyDriver:
                     break
                 self._launch()
                 if not self.running:
-                    if self.paused:
+                    if self.pbt_rounds is not None and (self.pbt_rounds.ready or self.pbt_rounds.waiting):
+                        pass  # PBT members wait for a slot (a Ray actor being placed): poll
+                    elif self.paused:
                         self._release_stuck_pauses()
                         continue
                     if self._done_launching() or self.executor.free_slots():
@@ -204,6 +212,8 @@ class StudyDriver:
 
     def _launch(self) -> None:
         self._settle_paused()
+        if self.pbt_rounds is not None:
+            self._pbt_round()
         while self.executor.free_slots() and self.paused and self._resume_one():
             pass
         while self.executor.free_slots() and not self._done_launching():
@@ -213,6 +223,8 @@ class StudyDriver:
             self.records[trial.number] = record
             if self.lineage is not None:
                 self.lineage.start(trial.number, params)
+            if self.pbt_rounds is not None:
+                self.pbt_rounds.start(trial.number, agent_config(self.spec, params))
             self.running[trial.number] = _Running(trial, record)
             self.executor.submit(self._task(record))
 
@@ -220,12 +232,17 @@ class StudyDriver:
         return (self.study_dir / "trials" / str(number)).resolve()
 
     def _task(self, record: TrialRecord, resume: bool = False) -> TrialTask:
+        config, eval_episodes = {**base_config(self.spec), **record.params}, self.eval_episodes
+        if self.pbt_rounds is not None:  # its traced values now; no evaluation at a pause
+            config.update(self.pbt_rounds.config(record.number) if resume else {})
+            if self._pbt_boundary_ahead(record):
+                eval_episodes = 0
         return TrialTask(trial_id=record.number, trial_dir=str(self.trial_dir(record.number)),
                          params=record.params, agent=self.spec.agent,
-                         config={**base_config(self.spec), **record.params}, command=self.spec.command,
+                         config=config, command=self.spec.command,
                          fixed=dict(self.spec.fixed) if self.spec.command else {}, trainer=self.spec.trainer,
                          metric=self.spec.metric, goal=self.spec.goal, report_steps=self.report_steps,
-                         eval_episodes=self.eval_episodes, resume=resume, pbt=self.pbt)
+                         eval_episodes=eval_episodes, resume=resume, pbt=self.pbt)
 
     def _settle_paused(self) -> None:
         """Paused trials that lost at their barrier end as PRUNED, keeping their last value."""
@@ -237,8 +254,11 @@ class StudyDriver:
 
     def _resume_one(self) -> bool:
         """Resume one paused trial that won at its barrier, from its last checkpoint."""
-        for number in self.scheduler.resumable():
+        ready = self.pbt_rounds.ready if self.pbt_rounds is not None else None
+        for number in list(ready) if ready is not None else self.scheduler.resumable():
             if number in self.paused:
+                if ready is not None:
+                    ready.remove(number)
                 run = self.paused.pop(number)
                 run.pausing = False
                 run.since = time.time()
@@ -287,13 +307,13 @@ class StudyDriver:
             run.record.retries.append(f"{event.reason} (attempt {event.attempt}, "
                                       f"{'from checkpoint' if event.from_checkpoint else 'restarted'})")
         elif isinstance(event, Done) and run.pausing:
-            rec.timeline.append([now, "pause", event.step])
-            self.storage.set_attrs(run.optuna_trial, {"pauses": rec.pauses})  # `rltune status` shows it
-            run.ran_before += now - run.since
-            run.since = None
-            del self.running[event.trial_id]
-            run.record.state = "PAUSED"
-            self.paused[event.trial_id] = run
+            self._pause(run, now, event.step)
+        elif isinstance(event, Failed) and self.pbt_rounds is not None and event.reason.startswith(DIVERGED) \
+                and self._pbt_boundary_ahead(rec):
+            # PBT: replaced by a copy of a top member at the barrier ahead, instead of failing
+            self.pbt_rounds.arrive(event.trial_id, math.nan, rec.step or 0, diverged=True)
+            rec.timeline.append([now, "diverged", rec.step or 0])
+            self._pause(run, now, rec.step or 0)
         elif isinstance(event, Done):
             self._finish(run, "PRUNED" if event.status == "stopped" else "COMPLETE", value=event.value,
                          step=event.step, wall_time=event.wall_time, eval_mean=event.eval_mean)
@@ -303,6 +323,45 @@ class StudyDriver:
             rec.timeline.append([now, "exploit", event.step])
             self.lineage.exploited(event)
 
+    def _pause(self, run: _Running, now: float, step: int) -> None:
+        rec = run.record
+        rec.timeline.append([now, "pause", step])
+        self.storage.set_attrs(run.optuna_trial, {"pauses": rec.pauses})  # `rltune status` shows it
+        run.ran_before += now - run.since
+        run.since = None
+        del self.running[rec.number]
+        rec.state = "PAUSED"
+        self.paused[rec.number] = run
+
+    # ------------------------------------------------------------ PBT through checkpoints
+    def _pbt_boundary_ahead(self, record: TrialRecord) -> bool:
+        return any(b > (record.step or 0) for b in self.report_steps)
+
+    def _pbt_round(self) -> None:
+        """The barrier: once every member is paused at the same interval boundary (none runs,
+        none is left to launch), exploit/explore through their checkpoints; all then resume."""
+        if self.running or not self.pbt_rounds.waiting or not self._done_launching():
+            return
+        from rltune.config import to_dict
+
+        def config_of(number: int, hps: dict) -> dict:
+            return to_dict(agent_config(self.spec, {**self.records[number].params, **hps}))
+
+        copies, lost = self.pbt_rounds.round(config_of)
+        now = time.time()
+        for event in copies:
+            run = self.paused[event.trial_id]
+            run.record.timeline.append([now, "exploit", event.step])
+            self.lineage.exploited(event)
+            # it resumes at the source's step (a diverged member had not reached the boundary)
+            run.record.step = event.step
+            for _ in self._crossings(event.step, run.reported_boundaries):
+                pass
+        for number in lost:
+            run = self.paused.pop(number)
+            self.running[number] = run
+            self._finish(run, "FAIL", reason="diverged, and no healthy member to copy")
+
     def _decide(self, run: _Running, step: int, value: float) -> str:
         """Record an intermediate value; ask the scheduler at each boundary crossed."""
         run.record.step, run.record.value = step, value
@@ -310,11 +369,15 @@ class StudyDriver:
             self.storage.report(run.optuna_trial, value, step)
         if self.spec.stop.get("metric_threshold") is not None and _reaches(value, self.spec):
             self.threshold_reached = True
-        decision = "continue"
+        decision, crossed = "continue", False
         for boundary in self._crossings(step, run.reported_boundaries):
+            crossed = True
             decision = self.scheduler.on_report(run.record.number, boundary, value)
             if decision != "continue":
                 break
+        if crossed and self.pbt_rounds is not None:  # PBT: wait at the barrier for the others
+            self.pbt_rounds.arrive(run.record.number, value, step)
+            decision = "pause"
         if decision == "pause":
             if self.spec.command is not None:
                 # An external trainer cannot be resumed from our checkpoint: it is stopped.

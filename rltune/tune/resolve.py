@@ -43,16 +43,16 @@ def prepare(spec: StudySpec) -> StudySpec:
 
 # ---------------------------------------------------------------- population-based training
 def check_pbt(spec: StudySpec) -> None:
-    """PBT needs a built-in agent on the population executor, traced hyperparameters only."""
+    """PBT needs a built-in agent (rltune copies its checkpoints), traced hyperparameters only."""
     if spec.scheduler.name != "pbt":
         return
     if spec.agent is None:
         raise UsageError("scheduler", "pbt copies weights and optimizer state between members, which "
                          "rltune cannot do inside an external trainer: external trainers cannot take part; "
                          "use a built-in agent (agent: ppo)")
-    if spec.executor != "population" or spec.population:
-        raise UsageError("executor", "scheduler pbt runs on the population executor only (executor: "
-                         f"population); got {spec.executor!r}: the local and Ray executors do not support it yet")
+    if spec.executor == "ray" and spec.population:
+        raise UsageError("population", "scheduler pbt on Ray copies members through checkpoints, one trial "
+                         "per actor: set population: false (or use executor: population on one machine)")
     from rltune.config import static_fields
 
     config_cls = _agent_module(spec).Config
