@@ -126,6 +126,8 @@ def run_rltune(executor: str, args, out: Path) -> dict:
     row = {"peer": PEER_NAMES["a" if executor == "population" else "b"], "wall_s": wall, "cpu_s": cpu,
            "trials_planned": args.trials, "trials_done": len(done),
            "failed": sum(r.state == "FAIL" for r in result.records), "trials": trials}
+    if (study_dir / "profile.json").exists():  # where the time went (rltune.profile)
+        row["profile"] = json.loads((study_dir / "profile.json").read_text())
     best = result.best
     if best is not None:
         trial_dir = study_dir / "trials" / str(best.number)
@@ -420,6 +422,27 @@ def print_table(rows: list[dict], args) -> None:
                   f"{b['eval_best_checkpoint']['mean']:.1f})")
 
 
+PROFILE_PHASES = ("start", "setup", "compile", "train", "log", "checkpoint", "eval", "wait", "other")
+
+
+def print_profile(rows: list[dict]) -> None:
+    """Where each rltune study's time went: seconds summed over its worker processes (a worker
+    that waits for a task or a decision is idle), and the driver's own time."""
+    rows = [r for r in rows if r.get("profile")]
+    if not rows:
+        return
+    print()
+    print("Profile (seconds; workers: summed over worker processes, `wait` = idle; from STUDY/profile.json)")
+    print("| peer | study wall | workers x wall | " + " | ".join(PROFILE_PHASES) + " | driver: storage | shutdown |")
+    print("|---|---|---|" + "---|" * len(PROFILE_PHASES) + "---|---|")
+    for r in rows:
+        p = r["profile"]
+        w, d = p["workers"], p["driver"]
+        cells = " | ".join(f"{w.get(k, 0.0):.1f}" for k in PROFILE_PHASES)
+        print(f"| {r['peer']} | {p['study_wall']:.1f} | {p['worker_processes']} x {w.get('wall', 0.0) / max(p['worker_processes'], 1):.1f} | "
+              f"{cells} | {d.get('storage', 0.0):.1f} | {d.get('shutdown', 0.0):.1f} |")
+
+
 def scaling(args, out: Path) -> list[dict]:
     """Wall time of one `--scaling-trials` study vs population size (rltune population executor)."""
     from rltune.tune.study import run_study
@@ -487,7 +510,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.table:
-        print_table([finish_row(r) for r in json.loads(Path(args.table).read_text())], args)
+        saved = [finish_row(r) for r in json.loads(Path(args.table).read_text())]
+        print_table(saved, args)
+        print_profile(saved)
         return 0
     tmp = None
     if args.out is None:
@@ -509,6 +534,7 @@ def main(argv: list[str] | None = None) -> int:
             if "error" not in row:
                 print(f"--- ({peer}) done: {row['trials_done']} trials in {row['wall_s']:.1f} s, {_load()}", flush=True)
         print_table(rows, args)
+        print_profile(rows)
     print(f"end {time.strftime('%H:%M:%S')}, {_load()}  (the machine is shared: absolute timings are noisy)")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1, default=str))

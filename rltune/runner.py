@@ -29,6 +29,7 @@ import numpy as np
 import yaml
 
 from rltune import checkpoint, hp_schedule
+from rltune.profile import phase
 from rltune.agents import get_agent
 from rltune.config import to_dict
 from rltune.envs import env_info
@@ -228,23 +229,25 @@ class TrialRecorder:
         return {"env_steps": int(state.env_steps), "best_reward": self.best_reward, "wall_time": self.wall_time()}
 
     def save(self, which: str, state) -> None:
-        checkpoint.save(self.run_dir / "checkpoints" / checkpoint.FILE_NAME[which], agent=self.agent_name,
-                        config=self.config_dict, state=state, extra=self._extra(state))
+        with phase("checkpoint"):
+            checkpoint.save(self.run_dir / "checkpoints" / checkpoint.FILE_NAME[which], agent=self.agent_name,
+                            config=self.config_dict, state=state, extra=self._extra(state))
 
     def record_segment(self, state, raw_metrics, num_updates: int, seconds: float,
                        checkpoint_every: int = 1, compile_seconds: float = 0.0) -> dict[str, Any]:
         """Log one segment and checkpoint; raise TrialDiverged on a non-finite loss.
         `compile_seconds` of the segment's `seconds` were compiling (SegmentClock): steps/s
         leaves them out."""
-        metrics = _host_metrics(raw_metrics)
-        step = int(state.env_steps)
-        metrics["steps_per_second"] = (num_updates * self.config.steps_per_update
-                                       / max(seconds - compile_seconds, 1e-3))
-        if compile_seconds > 0.01:
-            metrics["compile_seconds"] = compile_seconds
-        metrics["learning_rate"] = learning_rate_at(self.agent_name, self.config, int(state.update))
-        metrics["wall_time"] = self.wall_time()
-        self._log.write(step, metrics)
+        with phase("log"):
+            metrics = _host_metrics(raw_metrics)
+            step = int(state.env_steps)
+            metrics["steps_per_second"] = (num_updates * self.config.steps_per_update
+                                           / max(seconds - compile_seconds, 1e-3))
+            if compile_seconds > 0.01:
+                metrics["compile_seconds"] = compile_seconds
+            metrics["learning_rate"] = learning_rate_at(self.agent_name, self.config, int(state.update))
+            metrics["wall_time"] = self.wall_time()
+            self._log.write(step, metrics)
         self.metrics = metrics
         if metrics.get("loss") is None or not math.isfinite(metrics["loss"]):
             raise TrialDiverged(f"loss is {metrics.get('loss')} at step {step}")
@@ -272,11 +275,15 @@ class TrialRecorder:
                    "best_reward": self.best_reward if math.isfinite(self.best_reward) else None,
                    "wall_time": self.wall_time(), "metrics": self.metrics}
         if eval_episodes > 0:
-            summary["eval"] = evaluate_params(self.agent_name, self.config, state.params, eval_episodes, eval_seed)
-            self._log.scalars(int(state.env_steps), {"eval_return": summary["eval"]["mean"]})
-        self._log.end_session(status)
-        self._log.close()
-        _write_summary(self.run_dir, summary)
+            with phase("eval"):
+                summary["eval"] = evaluate_params(self.agent_name, self.config, state.params, eval_episodes,
+                                                  eval_seed)
+        with phase("log"):
+            if eval_episodes > 0:
+                self._log.scalars(int(state.env_steps), {"eval_return": summary["eval"]["mean"]})
+            self._log.end_session(status)
+            self._log.close()
+            _write_summary(self.run_dir, summary)
         return summary
 
     def close(self) -> None:
@@ -308,9 +315,10 @@ def train(agent_name: str, config, run_dir: str | Path, *, options: RunOptions =
     Raises TrialDiverged on a NaN loss (after writing the summary as failed).
     """
     module = get_agent(agent_name)
-    state, extra = load_last(agent_name, config, run_dir) if resume else (module.init(config), None)
-    recorder = TrialRecorder(agent_name, config, run_dir, resume_extra=extra, hparams=options.hparams,
-                             tb_run=options.tb_run)
+    with phase("setup"):
+        state, extra = load_last(agent_name, config, run_dir) if resume else (module.init(config), None)
+        recorder = TrialRecorder(agent_name, config, run_dir, resume_extra=extra, hparams=options.hparams,
+                                 tb_run=options.tb_run)
     seg_updates = _segment_updates(config, options)
     status = "completed"
     progress = _progress_bar(options.progress, config.total_steps)
@@ -324,8 +332,9 @@ def train(agent_name: str, config, run_dir: str | Path, *, options: RunOptions =
             current, state, applied = hp_schedule.apply(current, state, int(state.env_steps), applied)
             n = _next_segment(int(state.update), seg_updates, config, boundaries)
             clock = SegmentClock()
-            state, raw = module.train_segment(current, state, n)
-            jax.block_until_ready(state)
+            with phase("train"):
+                state, raw = module.train_segment(current, state, n)
+                jax.block_until_ready(state)
             seconds, compiled = clock.stop()
             recorder.record_segment(state, raw, n, seconds, options.checkpoint_every, compiled)
             reward = recorder.reward

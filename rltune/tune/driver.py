@@ -10,13 +10,16 @@ on until `max_failed_trials`.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
 
+from rltune import profile
 from rltune.errors import UsageError
+from rltune.profile import phase
 from rltune.tune.executors.base import (Done, Exploited, ExecutorOptions, Failed, Report, Retried, Started,
                                         TrialTask, make_executor)
 from rltune.tune.lineage import PBTLineage, write_json
@@ -107,6 +110,27 @@ class StudyDriver:
             return self._run()
 
     def _run(self) -> StudyResult:
+        """The study, profiled (`rltune.profile`): the workers inherit STUDY/profile/ as the place
+        for their tables; the driver merges them into STUDY/profile.json."""
+        profile.reset()
+        wall0 = time.perf_counter()
+        profile_dir = self.study_dir / "profile"
+        previous = os.environ.get(profile.ENV_DIR)
+        os.environ[profile.ENV_DIR] = str(profile_dir)
+        try:
+            with phase("storage"):
+                result = self._run_profiled()
+        finally:
+            if previous is None:
+                os.environ.pop(profile.ENV_DIR, None)
+            else:
+                os.environ[profile.ENV_DIR] = previous
+        wall = time.perf_counter() - wall0
+        profile.dump("driver", wall, profile_dir)
+        profile.merge(profile_dir, self.study_dir / "profile.json", wall)
+        return result
+
+    def _run_profiled(self) -> StudyResult:
         from rltune.tune.samplers import make_sampler
 
         study = self.storage.open(resume=self.resume)
@@ -154,7 +178,8 @@ class StudyDriver:
             _restore_interrupt(previous_handlers)
             if display:
                 display.close()
-            self.executor.shutdown(force=interrupted)
+            with phase("shutdown"):
+                self.executor.shutdown(force=interrupted)
             self._write_outputs()
         return StudyResult(self.study_dir, self.sorted_records(), self.best(),
                            interrupted and not self.stopped_by_max_time)
@@ -262,7 +287,8 @@ class StudyDriver:
             self._finish(run, "PRUNED")
 
     def _poll(self, timeout: float) -> None:
-        events = self.executor.events(0 if self.storage.has_pending else timeout)
+        with phase("wait"):
+            events = self.executor.events(0 if self.storage.has_pending else timeout)
         if not events:
             self.storage.flush()
         for event in events:

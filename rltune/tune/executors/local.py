@@ -50,12 +50,21 @@ def die_with_parent() -> None:
 
 def worker_main(worker_id: int, inbox, outbox, node: str = "local", own_process: bool = True) -> None:
     """One trial at a time. `own_process`: a spawned worker process (not a thread in a Ray actor)."""
+    from rltune import profile
     from rltune.tune.trial import result_message, run_task
 
     if own_process:
         detach_from_terminal_signals()
+    with profile.lifetime("worker", own_process):
+        _worker_loop(worker_id, inbox, outbox, node, result_message, run_task)
+
+
+def _worker_loop(worker_id, inbox, outbox, node, result_message, run_task) -> None:
+    from rltune.profile import phase
+
     while True:
-        task = inbox.get()
+        with phase("wait"):
+            task = inbox.get()
         if task is None:
             return
         outbox.put(("started", worker_id, task.trial_id, os.getpid(), node))
@@ -64,7 +73,8 @@ def worker_main(worker_id: int, inbox, outbox, node: str = "local", own_process:
 
         def report(step: int, value: float, _task=task) -> str:
             outbox.put(("report", worker_id, _task.trial_id, int(step), float(value)))
-            return inbox.get()[2]  # ("decision", trial_id, "continue" | "stop")
+            with phase("wait"):
+                return inbox.get()[2]  # ("decision", trial_id, "continue" | "stop")
 
         try:
             result = run_task(task, report)

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rltune.profile import lifetime, phase
 from rltune.tune.executors.base import ExecutorOptions, TrialTask
 from rltune.tune.executors.local import LocalExecutor, detach_from_terminal_signals
 
@@ -172,8 +173,9 @@ class Population:
             n[slot] = _next_segment(int(updates[slot]), m.seg_updates, m.config, m.report_steps)
         segment = self.module.population_segment(*self.key)
         clock = SegmentClock()
-        self.states, metrics = segment(self.hps, self.states, jnp.asarray(n))
-        host_states, host_metrics = jax.device_get((self.states, metrics))
+        with phase("train"):
+            self.states, metrics = segment(self.hps, self.states, jnp.asarray(n))
+            host_states, host_metrics = jax.device_get((self.states, metrics))
         seconds, self.compile_seconds = clock.stop()  # steps/s leaves the compile out
         return host_states, host_metrics, {s: int(n[s]) for s in self.members}, seconds
 
@@ -234,6 +236,11 @@ def population_main(worker_id: int, inbox, outbox, capacity: int, node: str = "l
     """Worker entry (a process, or a thread in a Ray actor): run members until told to exit."""
     if own_process:
         detach_from_terminal_signals()
+    with lifetime("population", own_process):
+        _population_loop(worker_id, inbox, outbox, capacity, node)
+
+
+def _population_loop(worker_id: int, inbox, outbox, capacity: int, node: str) -> None:
     pending: collections.deque[TrialTask] = collections.deque()
     decisions: dict[int, str] = {}
     population: Population | None = None
@@ -246,7 +253,8 @@ def population_main(worker_id: int, inbox, outbox, capacity: int, node: str = "l
 
         while True:
             try:
-                msg = inbox.get(block=block, timeout=None)
+                with phase("wait"):
+                    msg = inbox.get(block=block, timeout=None)
             except queue.Empty:
                 return True
             block = False
@@ -274,7 +282,8 @@ def population_main(worker_id: int, inbox, outbox, capacity: int, node: str = "l
             if received[0] < pbt.members:
                 continue
             pbt.started = True
-        _admit_pending(population, pending, worker_id, outbox, node)
+        with phase("setup"):
+            _admit_pending(population, pending, worker_id, outbox, node)
         if not population.members:
             continue
         _run_segment(population, worker_id, outbox, decisions, receive, pbt)
