@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -105,3 +107,40 @@ def _evaluate_gymnax(act, env_id, episodes, seed) -> EvalResult:
         lengths += live
         done |= np.asarray(terminated) | np.asarray(truncated)
     return EvalResult(tuple(returns.tolist()), tuple(lengths.tolist()), env_id, "gymnax")
+
+
+def evaluate_compiled(policy: Callable, params, env_id: str, episodes: int, seed: int = 0) -> EvalResult:
+    """Every episode of a gymnax env in one compiled program: `policy(params, obs_batch) ->
+    actions` is traced into it, so an evaluation costs one dispatch instead of one per step
+    (tuning trials; `evaluate` on the Gymnasium reference simulator stays the check of record).
+    Episode i starts from reset key i of `seed`; each runs to its end (termination or
+    truncation), then is masked while the others finish."""
+    returns, lengths = jax.device_get(_compiled_episodes(policy, env_id, episodes)(params, jax.random.PRNGKey(seed)))
+    return EvalResult(tuple(np.asarray(returns, float).tolist()), tuple(np.asarray(lengths).tolist()), env_id,
+                      "gymnax")
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_episodes(policy: Callable, env_id: str, episodes: int):
+    env, env_params = make_gymnax(env_id)
+
+    def run(params, key):
+        k_reset, k_steps = jax.random.split(key)
+        obs, state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_reset, episodes), env_params)
+        zeros = jnp.zeros(episodes, jnp.float32)
+        carry = (obs, state, k_steps, zeros, jnp.zeros(episodes, jnp.int32), jnp.zeros(episodes, bool))
+
+        def step(carry):
+            obs, state, key, returns, lengths, done = carry
+            key, k = jax.random.split(key)
+            action = policy(params, obs.astype(jnp.float32))
+            obs, state, reward, terminated, truncated, _ = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
+                jax.random.split(k, episodes), state, action, env_params)
+            live = ~done
+            return (obs, state, key, returns + jnp.where(live, reward, 0.0), lengths + live,
+                    done | terminated | truncated)
+
+        carry = jax.lax.while_loop(lambda c: ~c[-1].all(), step, carry)
+        return carry[3], carry[4]
+
+    return jax.jit(run)

@@ -16,6 +16,7 @@ Run directory layout:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sys
@@ -33,7 +34,7 @@ from rltune.profile import phase
 from rltune.agents import get_agent
 from rltune.config import to_dict
 from rltune.envs import env_info
-from rltune.evaluate import eval_backend, evaluate
+from rltune.evaluate import eval_backend, evaluate, evaluate_compiled
 
 # report(step, reward) -> "continue" | "stop"; called after every segment.
 ReportFn = Callable[[int, float], str]
@@ -49,9 +50,16 @@ class RunOptions:
     eval_episodes: int = 10
     eval_seed: int = 10_000
     checkpoint_every: int = 1  # segments between "last" checkpoints
+    # Seconds between checkpoint writes (0: at every segment end). Tuning trials, which last
+    # seconds, write at their first segment, then at most this often, and at their end; the
+    # best-reward state waits in memory until the next write.
+    checkpoint_interval: float = 0.0
     progress: bool = False
     report_steps: tuple[int, ...] = ()  # env steps where a segment must end (scheduler rungs/phases)
     hparams: dict[str, Any] | None = None  # TensorBoard HParams (a trial's sampled params); None: the config
+    # Final evaluation on the reference simulator (Gymnasium twin of a gymnax env); False: on the
+    # env as trained, gymnax episodes compiled into one program (tuning trials: no dispatch per step)
+    eval_reference: bool = True
     tb_run: str | None = None  # TensorBoard run name: events in tb/<tb_run>/ (None: tb/)
 
 
@@ -204,7 +212,8 @@ class TrialRecorder:
     the summary. Used by `train` and by the population executor (one recorder per member)."""
 
     def __init__(self, agent_name: str, config, run_dir: str | Path, *, resume_extra: dict | None = None,
-                 hparams: dict[str, Any] | None = None, tb_run: str | None = None):
+                 hparams: dict[str, Any] | None = None, tb_run: str | None = None,
+                 checkpoint_interval: float = 0.0):
         self.agent_name = agent_name
         self.config = config
         self.run_dir = Path(run_dir)
@@ -219,6 +228,9 @@ class TrialRecorder:
         self.reward = None
         self.metrics: dict[str, Any] = {}
         self.segments = 0
+        self.checkpoint_interval = checkpoint_interval
+        self._saved_at = -math.inf  # perf_counter of the last checkpoint write
+        self._best_state = None  # the best-reward state not written yet
         self._log = MetricLog(self.run_dir, hparams if hparams is not None else self.config_dict, tb_run,
                               resume_step=extra.get("env_steps") if resume_extra else None)
 
@@ -255,18 +267,30 @@ class TrialRecorder:
         self.segments += 1
         if self.reward is not None and self.reward > self.best_reward:
             self.best_reward = self.reward
-            self.save("best", state)
-        if self.segments % checkpoint_every == 0:
-            self.save("last", state)
+            self._best_state = state
+        now = time.perf_counter()
+        if self.checkpoint_interval <= 0 or now - self._saved_at >= self.checkpoint_interval:
+            self._save_best()
+            if self.segments % checkpoint_every == 0:
+                self.save("last", state)
+                self._saved_at = now
         return metrics
 
+    def _save_best(self) -> None:
+        if self._best_state is not None:
+            self.save("best", self._best_state)
+            self._best_state = None
+
     def fail(self, state, reason: str) -> None:
+        self._save_best()
         self._log.end_session("failed")
         self._log.close()
         _write_summary(self.run_dir, {"status": "failed", "reason": reason, "env_steps": int(state.env_steps)})
 
-    def finish(self, state, status: str, eval_episodes: int = 0, eval_seed: int = 10_000) -> dict[str, Any]:
+    def finish(self, state, status: str, eval_episodes: int = 0, eval_seed: int = 10_000,
+               eval_reference: bool = True) -> dict[str, Any]:
         """Final checkpoints (a stopped trial keeps its results), evaluation and summary."""
+        self._save_best()
         self.save("last", state)
         if not (self.run_dir / "checkpoints" / checkpoint.FILE_NAME["best"]).exists():
             self.save("best", state)
@@ -277,7 +301,7 @@ class TrialRecorder:
         if eval_episodes > 0:
             with phase("eval"):
                 summary["eval"] = evaluate_params(self.agent_name, self.config, state.params, eval_episodes,
-                                                  eval_seed)
+                                                  eval_seed, reference=eval_reference)
         with phase("log"):
             if eval_episodes > 0:
                 self._log.scalars(int(state.env_steps), {"eval_return": summary["eval"]["mean"]})
@@ -318,7 +342,7 @@ def train(agent_name: str, config, run_dir: str | Path, *, options: RunOptions =
     with phase("setup"):
         state, extra = load_last(agent_name, config, run_dir) if resume else (module.init(config), None)
         recorder = TrialRecorder(agent_name, config, run_dir, resume_extra=extra, hparams=options.hparams,
-                                 tb_run=options.tb_run)
+                                 tb_run=options.tb_run, checkpoint_interval=options.checkpoint_interval)
     seg_updates = _segment_updates(config, options)
     status = "completed"
     progress = _progress_bar(options.progress, config.total_steps)
@@ -352,17 +376,32 @@ def train(agent_name: str, config, run_dir: str | Path, *, options: RunOptions =
     finally:
         if progress:
             progress.close()
-    return recorder.finish(state, status, options.eval_episodes, options.eval_seed)
+    return recorder.finish(state, status, options.eval_episodes, options.eval_seed, options.eval_reference)
 
 
-def evaluate_params(agent_name: str, config, params, episodes: int, seed: int) -> dict:
+def evaluate_params(agent_name: str, config, params, episodes: int, seed: int, reference: bool = True) -> dict:
+    """The greedy policy's return over `episodes` episodes: on the reference simulator, or with
+    `reference=False` on a gymnax env as trained, all episodes in one compiled program."""
     module = get_agent(agent_name)
     info = env_info(config.env, config.backend)
+    if not reference and info.backend == "gymnax":
+        static = module.split_config(config)[0] if hasattr(module, "split_config") else config
+        policy = _greedy_policy(agent_name, static, info)
+        return evaluate_compiled(policy, params, config.env, episodes, seed).summary()
     act = module.policy_fn(config, info)
     key = jax.random.PRNGKey(seed)
     eval_env, backend = eval_backend(config.env, info.backend)
     result = evaluate(lambda obs: act(params, obs, key, True), eval_env, backend, episodes, seed)
     return result.summary()
+
+
+@functools.lru_cache(maxsize=32)
+def _greedy_policy(agent_name: str, static_config, info):
+    """`policy(params, obs) -> action`, one per static config: the compiled evaluation of every
+    trial of a study reuses one program."""
+    act = get_agent(agent_name).policy_fn(static_config, info)
+    key = jax.random.PRNGKey(0)  # unused by greedy actions
+    return lambda params, obs: act(params, obs, key, True)
 
 
 def _write_summary(run_dir: Path, summary: dict) -> None:

@@ -394,9 +394,11 @@ class StudyDriver:
 
         records = self.sorted_records()
         self._write_table()
-        write_summary(self.study_dir / "summary.json", records, name=self.spec.name, storage=self.storage_url,
-                      goal=self.spec.goal, failed=self.failures())
         best = self.best()
+        reference = self.reference_eval(best)
+        write_summary(self.study_dir / "summary.json", records, name=self.spec.name, storage=self.storage_url,
+                      goal=self.spec.goal, failed=self.failures(),
+                      extra={"best_reference_eval": reference} if reference else None)
         if best is not None:
             # PBT: the best member's schedule (its ancestor's start values and every change since)
             replay = self.lineage.replay_params(best.number, self.records) if self.lineage is not None else None
@@ -404,6 +406,29 @@ class StudyDriver:
             config = to_dict(agent_config(self.spec, params)) if self.spec.agent else None
             write_best_config(self.study_dir / "best_config.yaml", best, study_name=self.spec.name,
                               metric=self.spec.metric, config=config, agent=self.spec.agent)
+
+
+    def reference_eval(self, best: TrialRecord | None) -> dict | None:
+        """Trials evaluate on the env as trained (gymnax, compiled); the best one is checked on
+        the reference simulator (its Gymnasium twin) with the same episodes, final policy."""
+        from rltune.envs import env_info
+        from rltune.evaluate import eval_backend
+
+        if best is None or not self.spec.agent or self.eval_episodes <= 0 or best.state not in ("COMPLETE", "PRUNED"):
+            return None
+        try:
+            from rltune.policy import load_agent
+            from rltune.runner import evaluate_params
+
+            with phase("eval"):
+                agent = load_agent(self.trial_dir(best.number), which="last")
+                info = env_info(agent.config.env, agent.config.backend)
+                if eval_backend(agent.config.env, info.backend)[1] == info.backend:
+                    return None  # the trials already evaluated on the reference simulator
+                result = evaluate_params(agent.agent, agent.config, agent.params, self.eval_episodes, 10_000)
+            return {"trial": best.number, **result}
+        except Exception as exc:  # noqa: BLE001 - a missing checkpoint must not lose the study's outputs
+            return {"trial": best.number, "error": f"{type(exc).__name__}: {exc}"}
 
 
 class LiveView:

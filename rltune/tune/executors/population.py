@@ -294,6 +294,7 @@ def _admit_pending(population: Population, pending, worker_id: int, outbox, node
     from rltune.config import from_dict
     from rltune.runner import RunOptions, TrialRecorder, _segment_updates, load_last
     from rltune.tune.results import tb_run_name
+    from rltune.tune.trial import CHECKPOINT_INTERVAL
 
     while pending and population.free_slots():
         task = pending.popleft()
@@ -312,7 +313,8 @@ def _admit_pending(population: Population, pending, worker_id: int, outbox, node
             else:
                 state, extra = module.init(config), None
             recorder = TrialRecorder(task.agent, config, task.trial_dir, resume_extra=extra, hparams=task.params,
-                                     tb_run=tb_run_name(task.trial_id, task.params))
+                                     tb_run=tb_run_name(task.trial_id, task.params),
+                                     checkpoint_interval=CHECKPOINT_INTERVAL)
             member = Member(task, config, recorder, slot, task.report_steps,
                             _segment_updates(config, RunOptions()))
             population.admit(member, state)
@@ -414,7 +416,7 @@ def _finish(population: Population, slot: int, state, status: str, worker_id: in
     member = population.members.pop(slot)
     task = member.task
     try:
-        summary = member.recorder.finish(state, status, task.eval_episodes)
+        summary = member.recorder.finish(state, status, task.eval_episodes, eval_reference=False)
     except Exception as exc:
         outbox.put(("failed", worker_id, task.trial_id, f"{type(exc).__name__}: {exc}"))
         return
