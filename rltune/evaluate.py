@@ -113,9 +113,11 @@ def evaluate_compiled(policy: Callable, params, env_id: str, episodes: int, seed
     """Every episode of a gymnax env in one compiled program: `policy(params, obs_batch) ->
     actions` is traced into it, so an evaluation costs one dispatch instead of one per step
     (tuning trials; `evaluate` on the Gymnasium reference simulator stays the check of record).
-    Episode i starts from reset key i of `seed`; each runs to its end (termination or
-    truncation), then is masked while the others finish."""
-    returns, lengths = jax.device_get(_compiled_episodes(policy, env_id, episodes)(params, jax.random.PRNGKey(seed)))
+    Episodes start and step with the keys `_evaluate_gymnax` uses (the same episodes); each runs
+    to its end (termination or truncation), then is masked while the others finish."""
+    reset_keys = jax.random.split(jax.random.PRNGKey(seed), episodes)
+    run = _compiled_episodes(policy, env_id, episodes)
+    returns, lengths = jax.device_get(run(params, reset_keys, jax.random.PRNGKey(seed + 1)))
     return EvalResult(tuple(np.asarray(returns, float).tolist()), tuple(np.asarray(lengths).tolist()), env_id,
                       "gymnax")
 
@@ -124,9 +126,8 @@ def evaluate_compiled(policy: Callable, params, env_id: str, episodes: int, seed
 def _compiled_episodes(policy: Callable, env_id: str, episodes: int):
     env, env_params = make_gymnax(env_id)
 
-    def run(params, key):
-        k_reset, k_steps = jax.random.split(key)
-        obs, state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_reset, episodes), env_params)
+    def run(params, reset_keys, k_steps):
+        obs, state = jax.vmap(env.reset, in_axes=(0, None))(reset_keys, env_params)
         zeros = jnp.zeros(episodes, jnp.float32)
         carry = (obs, state, k_steps, zeros, jnp.zeros(episodes, jnp.int32), jnp.zeros(episodes, bool))
 

@@ -91,7 +91,7 @@ class StudyDriver:
         return ExecutorOptions(parallel=s.parallel, population_size=self.population_size, address=s.address,
                                resources=s.resources, max_failures=s.max_failures, agent=s.agent,
                                num_trials=s.num_trials, population=s.population,
-                               agent_config=agent_config(s) if s.agent else None)
+                               agent_config=agent_config(s) if s.agent else None, pbt=self.pbt is not None)
 
     # ------------------------------------------------------------ main loop
     def check_fresh(self) -> None:

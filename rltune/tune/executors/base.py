@@ -133,6 +133,7 @@ class ExecutorOptions:
     agent: str | None = None
     num_trials: int = 1
     agent_config: Any = None  # a built-in agent's config (population sizing)
+    pbt: bool = False  # population-based training: one population, never sharded
 
 
 class Executor(Protocol):

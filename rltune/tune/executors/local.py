@@ -134,7 +134,9 @@ class LocalExecutor:
         return len(self._idle)
 
     def submit(self, task: TrialTask) -> None:
-        wid = self._idle.pop(0)
+        # the worker with the most free slots (population shards fill evenly; one slot each: the first)
+        wid = max(dict.fromkeys(self._idle), key=self._idle.count)
+        self._idle.remove(wid)
         self._trial_worker[task.trial_id] = wid
         self._trial_dirs[task.trial_id] = task.trial_dir
         self._workers[wid][1].put(task)

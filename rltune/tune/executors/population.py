@@ -219,13 +219,31 @@ def _member(tree, slot: int):
     return jax.tree.map(lambda x: x[slot], tree)
 
 
+def accelerator_installed() -> bool:
+    """A JAX GPU/TPU plugin is installed (checked without starting a JAX backend here)."""
+    import importlib.util
+
+    return any(importlib.util.find_spec(name) is not None
+               for name in ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin", "libtpu"))
+
+
+def shard_count(options: ExecutorOptions) -> int:
+    """Worker processes: one per `parallel` on a CPU (a vmapped program runs on one core, so two
+    shards use two); one on an accelerator (one device, and each process would reserve its
+    memory) and for PBT, whose members exploit each other across the whole population."""
+    if options.pbt or accelerator_installed():
+        return 1
+    return max(1, min(options.parallel, options.num_trials, os.cpu_count() or 1))
+
+
 class PopulationExecutor(LocalExecutor):
-    """One worker process holding a population of `population_size` slots."""
+    """`population_size` slots, split over `shard_count` worker processes (shards)."""
 
     def __init__(self, options: ExecutorOptions):
         size = options.population_size or auto_population_size(options.agent, options.agent_config,
                                                                 options.num_trials)
-        super().__init__(options, processes=1, slots_per_process=size)
+        shards = min(shard_count(options), size)
+        super().__init__(options, processes=shards, slots_per_process=math.ceil(size / shards))
 
     def _target(self, wid: int, inbox):
         return population_main, (wid, inbox, self._outbox, self.slots_per_process)
