@@ -172,7 +172,7 @@ def host_profile(name: str = "breakout", steps: int = 2_000, agent: str | None =
     default_agent, env_id, _, settings = RUNS[name]
     agent = agent or default_agent or "td3"
     module = __import__(f"rltune.agents.{agent}", fromlist=["Config"])
-    warm = 200
+    warm = 100
     config = from_dict(module.Config, {**settings, "env": env_id, "total_steps": 10 * (steps + warm),
                                        "learning_starts": warm // 2, "buffer_size": max(10 * warm, 20_000)})
     state = module.init(config)
@@ -185,8 +185,11 @@ def host_profile(name: str = "breakout", steps: int = 2_000, agent: str | None =
     sums = off._zero_sums(fns.algo)
     times = dict.fromkeys(("act", "env", "replay add", "replay sample", "learn", "stats"), 0.0)
     env_steps = 0
+    t_start = time.perf_counter()
     for i in range(warm + steps):
         timing = i >= warm
+        if i == warm:
+            print(f"  warm-up ({warm} steps, compiles included): {time.perf_counter() - t_start:.1f} s", flush=True)
         t0 = time.perf_counter()
         action, rng = fns.act(hp, learner.params, venv.obs, rng, env_steps)
         action = np.asarray(action)

@@ -565,6 +565,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds after which (c)/(d) start no new trial; the total is then extrapolated")
     parser.add_argument("--out", default=None, help="where studies go (default: a temporary directory)")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True,
+                        help="print where each rltune study's time went (STUDY/profile.json; default on)")
     parser.add_argument("--scaling", action="store_true", help="run the population-size scaling figure instead")
     parser.add_argument("--scaling-trials", type=int, default=64)
     parser.add_argument("--sizes", default="1,4,16,64")
@@ -610,7 +612,8 @@ def main(argv: list[str] | None = None) -> int:
             if "error" not in row:
                 print(f"--- ({peer}) done: {row['trials_done']} trials in {row['wall_s']:.1f} s, {_load()}", flush=True)
         print_table(rows, args)
-        print_profile(rows)
+        if args.profile:
+            print_profile(rows)
     print(f"end {time.strftime('%H:%M:%S')}, {_load()}  (the machine is shared: absolute timings are noisy)")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1, default=str))

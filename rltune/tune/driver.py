@@ -303,7 +303,9 @@ class StudyDriver:
         now, rec = time.time(), run.record
         if isinstance(event, Report):
             rec.timeline.append([now, "report", event.step])
-            self.executor.decide(event.trial_id, self._decide(run, event.step, event.value))
+            decision = self._decide(run, event.step, event.value)
+            if event.answer:  # the trial waits for it (its report crossed a scheduler boundary)
+                self.executor.decide(event.trial_id, decision)
         elif isinstance(event, Started):
             rec.node = event.node
             run.since = now

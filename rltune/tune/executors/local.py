@@ -6,7 +6,7 @@ that differ only in traced hyperparameters (learning rate, gamma, ...) reuse one
 A worker dies with the driver (parent-death signal), so no worker outlives a killed driver.
 
 Worker-loop messages (plain tuples, they cross processes; `base.event_from_message` types them):
-    to the driver:  ("started", wid, trial, pid, node) ("report", wid, trial, step, value)
+    to the driver:  ("started", wid, trial, pid, node) ("report", wid, trial, step, value, answer)
                     ("done", wid, trial, result) ("failed", wid, trial, reason)
     to the worker:  a TrialTask, ("decision", trial, "continue" | "stop"), or None (exit)
 """
@@ -22,7 +22,7 @@ import traceback
 from pathlib import Path
 
 from rltune.tune.executors.base import (Done, Event, ExecutorOptions, Failed, TrialTask,
-                                        event_from_message)
+                                        event_from_message, needs_answer)
 
 
 def detach_from_terminal_signals() -> None:
@@ -71,8 +71,14 @@ def _worker_loop(worker_id, inbox, outbox, node, result_message, run_task) -> No
         Path(task.trial_dir).mkdir(parents=True, exist_ok=True)
         (Path(task.trial_dir) / "pid").write_text(str(os.getpid()))
 
+        last = [0]  # the previous report's step (0: answers asked conservatively after a resume)
+
         def report(step: int, value: float, _task=task) -> str:
-            outbox.put(("report", worker_id, _task.trial_id, int(step), float(value)))
+            answer = needs_answer(_task.report_steps, last[0], int(step))
+            last[0] = int(step)
+            outbox.put(("report", worker_id, _task.trial_id, int(step), float(value), answer))
+            if not answer:  # between scheduler boundaries the decision is always "continue"
+                return "continue"
             with phase("wait"):
                 return inbox.get()[2]  # ("decision", trial_id, "continue" | "stop")
 

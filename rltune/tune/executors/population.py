@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from rltune.profile import lifetime, phase
-from rltune.tune.executors.base import ExecutorOptions, TrialTask
+from rltune.tune.executors.base import ExecutorOptions, TrialTask, needs_answer
 from rltune.tune.executors.local import LocalExecutor, detach_from_terminal_signals
 
 SEGMENTS_PER_TRIAL = 20
@@ -368,10 +368,12 @@ def _run_segment(population: Population, worker_id: int, outbox, decisions, rece
             continue
         reward = member.recorder.reward
         steps = int(state.env_steps)
-        outbox.put(("report", worker_id, trial, steps, reward if reward is not None else -math.inf))
-        waiting.append((slot, trial, state))
         before = steps - n[slot] * member.config.steps_per_update
-        at_interval = at_interval or any(before < b <= steps for b in member.report_steps)
+        answer = needs_answer(member.report_steps, before, steps)
+        outbox.put(("report", worker_id, trial, steps, reward if reward is not None else -math.inf, answer))
+        if answer:  # else the decision is "continue": no round trip to the driver
+            waiting.append((slot, trial, state))
+        at_interval = at_interval or answer
     while any(trial not in decisions for _, trial, _ in waiting):
         if not receive(block=True):
             raise SystemExit(0)
