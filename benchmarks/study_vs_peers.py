@@ -234,7 +234,8 @@ def load_sb3(path: str):
 
 
 def _log_trial(tag: str, number, res: dict, params: dict) -> None:
-    print(f"[{tag}] trial {number}: reward {res['value']:.1f}, eval {res['eval_mean']:.1f}, "
+    ev = "pruned" if res.get("pruned") else f"eval {res['eval_mean']:.1f}"
+    print(f"[{tag}] trial {number}: reward {res['value']:.1f}, {ev}, "
           f"{res['wall_time']:.1f} s, lr {params['learning_rate']:.2e} gamma {params['gamma']:.4f} "
           f"ent {params['ent_coef']:.4f}", flush=True)
 
