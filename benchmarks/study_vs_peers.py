@@ -123,14 +123,14 @@ def rltune_spec(name: str, executor: str, trials: int, steps: int, parallel: int
                            "executor": executor, "scheduler": scheduler})
 
 
-def run_rltune(peer: str, args, out: Path) -> dict:
+def run_rltune(peer: str, args, out: Path, run: int = 1) -> dict:
     import rltune
     from rltune.tune.study import run_study
 
     executor, scheduler = RLTUNE_PEERS[peer]
     tag = {"a": "population", "b": "local", "a'": "asha", "a''": "hypertrick"}[peer]
     spec = rltune_spec(f"peers-{tag}", executor, args.trials, args.steps, args.parallel, args.seed, scheduler)
-    study_dir = out / f"rltune-{tag}"
+    study_dir = out / (f"rltune-{tag}" if run == 1 else f"rltune-{tag}-run{run}")
     kwargs = {"population_size": args.population_size} if executor == "population" else {}
     start, cpu0 = time.perf_counter(), cpu_seconds()
     result = run_study(spec, study_dir, eval_episodes=args.eval_episodes, **kwargs)
@@ -138,7 +138,7 @@ def run_rltune(peer: str, args, out: Path) -> dict:
     done = [r for r in result.records if r.state in ("COMPLETE", "PRUNED")]
     trials = [{"number": r.number, "params": r.params, "value": r.value, "eval_mean": r.eval_mean,
                "wall_time": r.wall_time, "pruned": r.state == "PRUNED"} for r in done]
-    row = {"peer": PEER_NAMES[peer], "wall_s": wall, "cpu_s": cpu,
+    row = {"peer": PEER_NAMES[peer] + ("" if run == 1 else f", run {run} (warm)"), "wall_s": wall, "cpu_s": cpu,
            "trials_planned": args.trials, "trials_done": len(done),
            "failed": sum(r.state == "FAIL" for r in result.records), "trials": trials}
     if (study_dir / "profile.json").exists():  # where the time went (rltune.profile)
@@ -417,9 +417,9 @@ def _versions() -> dict:
 
 
 # ================================================================ driving and reporting
-def run_peer(peer: str, args, out: Path) -> dict:
+def run_peer(peer: str, args, out: Path, run: int = 1) -> dict:
     if peer in RLTUNE_PEERS:
-        return run_rltune(peer, args, out)
+        return run_rltune(peer, args, out, run)
     # SB3 / Ray live in the bench environment: a subprocess of --bench-python writes its row.
     tag = peer.replace("'", "p")
     result = out / f"peer_{tag}.json"
@@ -600,15 +600,30 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"start {time.strftime('%H:%M:%S')}, {os.cpu_count()} CPUs, {_load()}; studies under {out}", flush=True)
+    try:  # cold or warm: what JAX's persistent compilation cache holds before the first study
+        from rltune.compile_cache import cache_dir, enabled_by_environment
+
+        entries = len(list(cache_dir().glob("*"))) if cache_dir().exists() else 0
+        print(f"compile cache {cache_dir()}: {'on' if enabled_by_environment() else 'off'}, {entries} entries "
+              f"({'cold' if entries == 0 else 'warm'})", flush=True)
+    except ImportError:  # rltune not importable here: rltune peers will say so
+        pass
     if args.scaling:
         rows = scaling(args, out)
     else:
         rows = []
-        for peer in [p.strip() for p in args.peers.split(",") if p.strip()]:
+        peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+        for peer in peers:
             if peer not in PEER_NAMES:
                 parser.error(f"unknown peer {peer!r}: choose from {','.join(PEER_NAMES)}")
+            if peer not in RLTUNE_PEERS and peers.count(peer) > 1:
+                parser.error(f"peer {peer!r} is listed twice: only rltune's peers can run again (warm)")
+        seen: dict[str, int] = {}
+        for peer in peers:
+            seen[peer] = seen.get(peer, 0) + 1
             print(f"--- ({peer}) {PEER_NAMES[peer]}, start {time.strftime('%H:%M:%S')}, {_load()}", flush=True)
-            row = finish_row(run_peer(peer, args, out))
+            # an rltune peer listed again runs again, its compiled programs now in the cache: "warm"
+            row = finish_row(run_peer(peer, args, out, run=seen[peer]))
             rows.append(row)
             if "error" not in row:
                 print(f"--- ({peer}) done: {row['trials_done']} trials in {row['wall_s']:.1f} s, {_load()}", flush=True)
