@@ -409,7 +409,6 @@ class StudyDriver:
             write_best_config(self.study_dir / "best_config.yaml", best, study_name=self.spec.name,
                               metric=self.spec.metric, config=config, agent=self.spec.agent)
 
-
     def reference_eval(self, best: TrialRecord | None) -> dict | None:
         """Trials evaluate on the env as trained (gymnax, compiled); the best one is checked on
         the reference simulator (its Gymnasium twin) with the same episodes, final policy."""
