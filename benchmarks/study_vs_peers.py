@@ -499,6 +499,9 @@ def print_table(rows: list[dict], args) -> None:
             print(f"({ref['peer']}'s best trial: " + "; ".join(extra) + ")")
 
 
+PROFILE_PHASES = ("start", "setup", "compile", "train", "log", "checkpoint", "eval", "wait", "other")
+
+
 def print_profile(rows: list[dict]) -> None:
     """Where each rltune study's time went: seconds summed over its worker processes (a worker
     that waits for a task or a decision is idle), and the driver's own time."""
