@@ -5,6 +5,7 @@
     python benchmarks/offpolicy.py throughput       # host-loop TD3 on BipedalWalker-v3 vs the raw env
     python benchmarks/offpolicy.py bipedal --agent td3 [--steps 1000000]   # long (hours on 2 cores)
     python benchmarks/offpolicy.py breakout [--steps 300000]                # long
+    python benchmarks/offpolicy.py profile [--run breakout|bipedal] [--steps 2000]  # where a host-loop step goes
     (any run: --seed N, --episodes N, --backend gymnax|gymnasium)
 
 Targets (from the issue): DQN CartPole-v1 >= 475 over 100 evaluation episodes within 100k steps;
@@ -157,9 +158,86 @@ def throughput(steps: int = 5_000) -> None:
               f"({rate / raw:.0%} of raw)", flush=True)
 
 
+def host_profile(name: str = "breakout", steps: int = 2_000, agent: str | None = None) -> dict:
+    """Where one host-loop env step's time goes, learning on (`learning_starts` small, the run's
+    `train_freq`): the agent's own jitted act/learn and numpy replay, timed piece by piece in the
+    order `_offpolicy._segment_host` runs them; and the raw env (the same wrappers, random
+    actions) for the bound. Compile is excluded (one warm-up phase first)."""
+    from rltune import replay as rb
+    from rltune.agents import _offpolicy as off
+    from rltune.agents.episodes import record_step_np
+    from rltune.config import from_dict
+    from rltune.envs import gym_vec
+
+    default_agent, env_id, _, settings = RUNS[name]
+    agent = agent or default_agent or "td3"
+    module = __import__(f"rltune.agents.{agent}", fromlist=["Config"])
+    warm = 100
+    config = from_dict(module.Config, {**settings, "env": env_id, "total_steps": 10 * (steps + warm),
+                                       "learning_starts": warm // 2, "buffer_size": max(10 * warm, 20_000)})
+    state = module.init(config)
+    static, hp = off.split_config(config)
+    info = off.agent_info(config)
+    fns = off._host_fns(module.make_algo, static, info)
+    venv, np_rng = state.host.venv, state.host.np_rng
+    learner, rng, replay, episodes = off._learner(state), state.rng, state.replay, state.episodes
+    n_sample = config.gradient_steps * config.batch_size
+    sums = off._zero_sums(fns.algo)
+    times = dict.fromkeys(("act", "env", "replay add", "replay sample", "learn", "stats"), 0.0)
+    env_steps = 0
+    t_start = time.perf_counter()
+    for i in range(warm + steps):
+        timing = i >= warm
+        if i == warm:
+            print(f"  warm-up ({warm} steps, compiles included): {time.perf_counter() - t_start:.1f} s", flush=True)
+        t0 = time.perf_counter()
+        action, rng = fns.act(hp, learner.params, venv.obs, rng, env_steps)
+        action = np.asarray(action)
+        t1 = time.perf_counter()
+        obs = venv.obs
+        out = venv.step(action)
+        t2 = time.perf_counter()
+        replay = rb.add_np(replay, obs, action, out.train_reward, out.final_obs, out.train_terminated)
+        t3 = time.perf_counter()
+        episodes = record_step_np(episodes, out.reward, out.terminated | out.truncated)
+        env_steps += config.num_envs
+        t4 = time.perf_counter()
+        t5 = t6 = t4
+        if (i + 1) % config.train_freq == 0 and int(replay.size) >= config.learning_starts:
+            batch = rb.sample_np(replay, np_rng, n_sample)
+            batch = {k: v.reshape((config.gradient_steps, config.batch_size, *v.shape[1:])) for k, v in batch.items()}
+            t5 = time.perf_counter()
+            learner, sums, rng = fns.learn(hp, learner, batch, rng, sums)
+            jax.block_until_ready(learner)
+            t6 = time.perf_counter()
+        if timing:
+            for key, dt in (("act", t1 - t0), ("env", t2 - t1), ("replay add", t3 - t2), ("stats", t4 - t3),
+                            ("replay sample", t5 - t4), ("learn", t6 - t5)):
+                times[key] += dt
+    total = sum(times.values())
+    raw_env = gym_vec.make_env(env_id)  # the same wrappers as training, random actions
+    raw_env.reset(seed=0)
+    space = raw_env.action_space
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        _, _, term, trunc, _ = raw_env.step(space.sample())
+        if term or trunc:
+            raw_env.reset()
+    raw = steps / (time.perf_counter() - t0)
+    raw_env.close()
+    rate = steps * config.num_envs / total
+    print(f"host-loop profile {agent} {env_id} (train_freq {config.train_freq}, batch {config.batch_size}, "
+          f"{config.gradient_steps} gradient step(s)), {steps} steps after {warm} warm-up:")
+    for key, dt in times.items():
+        print(f"  {key:<14} {dt / steps * 1e3:8.3f} ms/step  {dt / total:6.1%}")
+    print(f"  => {rate:,.0f} env steps/s with learning on; raw env (same wrappers, random actions) {raw:,.0f} steps/s")
+    return {"times": times, "steps_per_s": rate, "raw_steps_per_s": raw}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["quick", "throughput", *RUNS])
+    parser.add_argument("what", choices=["quick", "throughput", "profile", *RUNS])
+    parser.add_argument("--run", default="breakout", help="profile: which run's settings (breakout, bipedal)")
     parser.add_argument("--agent", default=None, help="agent for bipedal (td3, c2a2, ddpg)")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
@@ -168,6 +246,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.what == "throughput":
         throughput()
+        return
+    if args.what == "profile":
+        host_profile(args.run, args.steps or 2_000, args.agent)
         return
     names = ["dqn-cartpole", "td3-pendulum", "c2a2-pendulum"] if args.what == "quick" else [args.what]
     for name in names:

@@ -22,6 +22,7 @@ Run directory layout:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sys
@@ -35,10 +36,11 @@ import numpy as np
 import yaml
 
 from rltune import checkpoint, hp_schedule
+from rltune.profile import phase
 from rltune.agents import get_agent
 from rltune.config import to_dict
 from rltune.envs import env_info
-from rltune.evaluate import eval_backend, evaluate
+from rltune.evaluate import eval_backend, evaluate, evaluate_compiled
 
 # report(step, reward) -> "continue" | "stop"; called after every segment.
 ReportFn = Callable[[int, float], str]
@@ -54,9 +56,16 @@ class RunOptions:
     eval_episodes: int = 10
     eval_seed: int = 10_000
     checkpoint_every: int = 1  # segments between "last" checkpoints
+    # Seconds between checkpoint writes (0: at every segment end). Tuning trials, which last
+    # seconds, write at their first segment, then at most this often, and at their end; the
+    # best-reward state waits in memory until the next write.
+    checkpoint_interval: float = 0.0
     progress: bool = False
     report_steps: tuple[int, ...] = ()  # env steps where a segment must end (scheduler rungs/phases)
     hparams: dict[str, Any] | None = None  # TensorBoard HParams (a trial's sampled params); None: the config
+    # Final evaluation on the reference simulator (Gymnasium twin of a gymnax env); False: on the
+    # env as trained, gymnax episodes compiled into one program (tuning trials: no dispatch per step)
+    eval_reference: bool = True
     tb_run: str | None = None  # TensorBoard run name: events in tb/<tb_run>/ (None: tb/)
     # Greedy evaluation every `eval_every` env steps (and at the end), which then picks the best
     # checkpoint; None: 20 evaluations per run; 0: none (best = best training reward).
@@ -218,23 +227,14 @@ def eval_boundaries(every: int, total_steps: int) -> tuple[int, ...]:
 class PeriodicEval:
     """Mean greedy return of `episodes` episodes on the env as trained, one fixed set of starts
     (`seed`) every time, so the evaluations of a run compare policies, not luck. On gymnax ids
-    the episodes run inside one compiled program (rltune.evaluate.compiled_gymnax_eval)."""
+    the episodes run inside one compiled program (rltune.evaluate.evaluate_compiled)."""
 
     def __init__(self, agent_name: str, config, episodes: int, seed: int):
-        from rltune.evaluate import compiled_gymnax_eval
-
-        self.info = env_info(config.env, config.backend)
-        self.act = get_agent(agent_name).policy_fn(config, self.info)
-        self.env, self.episodes, self.seed = config.env, episodes, seed
-        self._compiled = (compiled_gymnax_eval(self.act, config.env, episodes)
-                          if self.info.backend == "gymnax" else None)
+        self.agent_name, self.config, self.episodes, self.seed = agent_name, config, episodes, seed
 
     def __call__(self, params) -> float:
-        if self._compiled is not None:
-            return float(np.mean(self._compiled(params, jax.random.PRNGKey(self.seed))))
-        key = jax.random.PRNGKey(self.seed)
-        return evaluate(lambda obs: self.act(params, obs, key, True), self.env, self.info.backend,
-                        self.episodes, self.seed).mean
+        return evaluate_params(self.agent_name, self.config, params, self.episodes, self.seed,
+                               reference=False)["mean"]
 
 
 def _host_metrics(metrics: dict) -> dict[str, float]:
@@ -251,7 +251,8 @@ class TrialRecorder:
     the summary. Used by `train` and by the population executor (one recorder per member)."""
 
     def __init__(self, agent_name: str, config, run_dir: str | Path, *, resume_extra: dict | None = None,
-                 hparams: dict[str, Any] | None = None, tb_run: str | None = None, best_by_eval: bool = False):
+                 hparams: dict[str, Any] | None = None, tb_run: str | None = None, best_by_eval: bool = False,
+                 checkpoint_interval: float = 0.0):
         self.agent_name = agent_name
         self.config = config
         self.run_dir = Path(run_dir)
@@ -270,6 +271,9 @@ class TrialRecorder:
         self.reward = None
         self.metrics: dict[str, Any] = {}
         self.segments = 0
+        self.checkpoint_interval = checkpoint_interval
+        self._saved_at = -math.inf  # perf_counter of the last checkpoint write
+        self._best_state = None  # the best-reward state not written yet
         self._log = MetricLog(self.run_dir, hparams if hparams is not None else self.config_dict, tb_run,
                               resume_step=extra.get("env_steps") if resume_extra else None)
 
@@ -283,8 +287,9 @@ class TrialRecorder:
     def save(self, which: str, state) -> None:
         if which == "best":  # a host copy: the state's device buffers may be donated later
             self.best_params = jax.tree.map(np.asarray, state.params)
-        checkpoint.save(self.run_dir / "checkpoints" / checkpoint.FILE_NAME[which], agent=self.agent_name,
-                        config=self.config_dict, state=state, extra=self._extra(state))
+        with phase("checkpoint"):
+            checkpoint.save(self.run_dir / "checkpoints" / checkpoint.FILE_NAME[which], agent=self.agent_name,
+                            config=self.config_dict, state=state, extra=self._extra(state))
 
     def record_segment(self, state, raw_metrics, num_updates: int, seconds: float,
                        checkpoint_every: int = 1, compile_seconds: float = 0.0,
@@ -292,17 +297,18 @@ class TrialRecorder:
         """Log one segment and checkpoint; raise TrialDiverged on a non-finite loss.
         `compile_seconds` of the segment's `seconds` were compiling (SegmentClock): steps/s
         leaves them out. `eval_return`: the periodic evaluation at the segment's end, if any."""
-        metrics = _host_metrics(raw_metrics)
-        step = int(state.env_steps)
-        metrics["steps_per_second"] = (num_updates * self.config.steps_per_update
-                                       / max(seconds - compile_seconds, 1e-3))
-        if compile_seconds > 0.01:
-            metrics["compile_seconds"] = compile_seconds
-        metrics["learning_rate"] = learning_rate_at(self.agent_name, self.config, int(state.update))
-        metrics["wall_time"] = self.wall_time()
-        if eval_return is not None:
-            metrics["periodic_eval"] = eval_return
-        self._log.write(step, metrics)
+        with phase("log"):
+            metrics = _host_metrics(raw_metrics)
+            step = int(state.env_steps)
+            metrics["steps_per_second"] = (num_updates * self.config.steps_per_update
+                                           / max(seconds - compile_seconds, 1e-3))
+            if compile_seconds > 0.01:
+                metrics["compile_seconds"] = compile_seconds
+            metrics["learning_rate"] = learning_rate_at(self.agent_name, self.config, int(state.update))
+            metrics["wall_time"] = self.wall_time()
+            if eval_return is not None:
+                metrics["periodic_eval"] = eval_return
+            self._log.write(step, metrics)
         self.metrics = metrics
         if metrics.get("loss") is None or not math.isfinite(metrics["loss"]):
             raise TrialDiverged(f"loss is {metrics.get('loss')} at step {step}")
@@ -316,18 +322,30 @@ class TrialRecorder:
             if improved:
                 self.best_eval = eval_return
         if improved:
-            self.save("best", state)
-        if self.segments % checkpoint_every == 0:
-            self.save("last", state)
+            self._best_state = state
+        now = time.perf_counter()
+        if self.checkpoint_interval <= 0 or now - self._saved_at >= self.checkpoint_interval:
+            self._save_best()
+            if self.segments % checkpoint_every == 0:
+                self.save("last", state)
+                self._saved_at = now
         return metrics
 
+    def _save_best(self) -> None:
+        if self._best_state is not None:
+            self.save("best", self._best_state)
+            self._best_state = None
+
     def fail(self, state, reason: str) -> None:
+        self._save_best()
         self._log.end_session("failed")
         self._log.close()
         _write_summary(self.run_dir, {"status": "failed", "reason": reason, "env_steps": int(state.env_steps)})
 
-    def finish(self, state, status: str, eval_episodes: int = 0, eval_seed: int = 10_000) -> dict[str, Any]:
+    def finish(self, state, status: str, eval_episodes: int = 0, eval_seed: int = 10_000,
+               eval_reference: bool = True) -> dict[str, Any]:
         """Final checkpoints (a stopped trial keeps its results), evaluation and summary."""
+        self._save_best()
         self.save("last", state)
         best_file = self.run_dir / "checkpoints" / checkpoint.FILE_NAME["best"]
         if not best_file.exists():
@@ -343,12 +361,16 @@ class TrialRecorder:
             params = self.best_params
             if params is None:  # best saved before a resume: read it back
                 params = checkpoint.restore_state(state, checkpoint.read(best_file)).params
-            summary["eval"] = evaluate_params(self.agent_name, self.config, params, eval_episodes, eval_seed)
+            with phase("eval"):
+                summary["eval"] = evaluate_params(self.agent_name, self.config, params, eval_episodes, eval_seed,
+                                                  reference=eval_reference)
             summary["eval"]["checkpoint"] = "best"
-            self._log.scalars(int(state.env_steps), {"eval_return": summary["eval"]["mean"]})
-        self._log.end_session(status)
-        self._log.close()
-        _write_summary(self.run_dir, summary)
+        with phase("log"):
+            if eval_episodes > 0:
+                self._log.scalars(int(state.env_steps), {"eval_return": summary["eval"]["mean"]})
+            self._log.end_session(status)
+            self._log.close()
+            _write_summary(self.run_dir, summary)
         return summary
 
     def close(self) -> None:
@@ -380,12 +402,14 @@ def train(agent_name: str, config, run_dir: str | Path, *, options: RunOptions =
     Raises TrialDiverged on a NaN loss (after writing the summary as failed).
     """
     module = get_agent(agent_name)
-    state, extra = load_last(agent_name, config, run_dir) if resume else (module.init(config), None)
-    every = eval_interval(options, config.total_steps)
-    recorder = TrialRecorder(agent_name, config, run_dir, resume_extra=extra, hparams=options.hparams,
-                             tb_run=options.tb_run, best_by_eval=every > 0)
-    periodic = (PeriodicEval(agent_name, config, options.eval_every_episodes, options.eval_seed + 1)
-                if every > 0 else None)
+    with phase("setup"):
+        state, extra = load_last(agent_name, config, run_dir) if resume else (module.init(config), None)
+        every = eval_interval(options, config.total_steps)
+        recorder = TrialRecorder(agent_name, config, run_dir, resume_extra=extra, hparams=options.hparams,
+                                 tb_run=options.tb_run, best_by_eval=every > 0,
+                                 checkpoint_interval=options.checkpoint_interval)
+        periodic = (PeriodicEval(agent_name, config, options.eval_every_episodes, options.eval_seed + 1)
+                    if every > 0 else None)
     seg_updates = _segment_updates(config, options)
     status = "completed"
     progress = _progress_bar(options.progress, config.total_steps)
@@ -401,8 +425,9 @@ def train(agent_name: str, config, run_dir: str | Path, *, options: RunOptions =
             n = _next_segment(int(state.update), seg_updates, config, boundaries)
             clock = SegmentClock()
             before = int(state.env_steps)
-            state, raw = module.train_segment(current, state, n)
-            jax.block_until_ready(state)
+            with phase("train"):
+                state, raw = module.train_segment(current, state, n)
+                jax.block_until_ready(state)
             seconds, compiled = clock.stop()
             eval_return = None
             after = int(state.env_steps)
@@ -426,17 +451,32 @@ def train(agent_name: str, config, run_dir: str | Path, *, options: RunOptions =
             progress.close()
         if hasattr(module, "close"):  # e.g. a3c's actor processes
             module.close(state)
-    return recorder.finish(state, status, options.eval_episodes, options.eval_seed)
+    return recorder.finish(state, status, options.eval_episodes, options.eval_seed, options.eval_reference)
 
 
-def evaluate_params(agent_name: str, config, params, episodes: int, seed: int) -> dict:
+def evaluate_params(agent_name: str, config, params, episodes: int, seed: int, reference: bool = True) -> dict:
+    """The greedy policy's return over `episodes` episodes: on the reference simulator, or with
+    `reference=False` on a gymnax env as trained, all episodes in one compiled program."""
     module = get_agent(agent_name)
     info = env_info(config.env, config.backend)
+    if not reference and info.backend == "gymnax":
+        static = module.split_config(config)[0] if hasattr(module, "split_config") else config
+        policy = _greedy_policy(agent_name, static, info)
+        return evaluate_compiled(policy, params, config.env, episodes, seed).summary()
     act = module.policy_fn(config, info)
     key = jax.random.PRNGKey(seed)
     eval_env, backend = eval_backend(config.env, info.backend)
     result = evaluate(lambda obs: act(params, obs, key, True), eval_env, backend, episodes, seed)
     return result.summary()
+
+
+@functools.lru_cache(maxsize=32)
+def _greedy_policy(agent_name: str, static_config, info):
+    """`policy(params, obs) -> action`, one per static config: the compiled evaluation of every
+    trial of a study reuses one program."""
+    act = get_agent(agent_name).policy_fn(static_config, info)
+    key = jax.random.PRNGKey(0)  # unused by greedy actions
+    return lambda params, obs: act(params, obs, key, True)
 
 
 def _write_summary(run_dir: Path, summary: dict) -> None:

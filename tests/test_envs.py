@@ -47,3 +47,21 @@ def test_truncation_is_reported_with_the_final_observation():
         obs, state, reward, term, trunc, info = env.step(jax.random.PRNGKey(t), state, 0, params)
     assert bool(trunc) and not bool(term)
     assert int(state.time) == 0  # auto-reset
+
+
+def test_compiled_evaluation_plays_the_same_episodes_as_the_stepped_one():
+    """All episodes in one compiled loop (tuning trials) = one dispatch per step: same returns
+    and lengths episode by episode, episodes that end early masked while the others run."""
+    import jax.numpy as jnp
+
+    from rltune.evaluate import _evaluate_gymnax, evaluate_compiled
+
+    def policy(params, obs):  # push toward the pole's lean: episodes of many different lengths
+        return (obs[:, 2] * params["w"] > 0).astype(jnp.int32)
+
+    params = {"w": jnp.asarray(1.0)}
+    compiled = evaluate_compiled(policy, params, "CartPole-v1", 6, seed=3)
+    stepped = _evaluate_gymnax(lambda obs: np.asarray(policy(params, jnp.asarray(obs))), "CartPole-v1", 6, 3)
+    assert compiled.returns == stepped.returns and compiled.lengths == stepped.lengths
+    assert len(set(compiled.lengths)) > 1 and compiled.backend == "gymnax"
+    assert evaluate_compiled(policy, params, "Probe-Truncation-v0", 3).returns == (10.0, 10.0, 10.0)

@@ -115,3 +115,38 @@ def test_population_executor_rejects_external_commands(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["tune", str(spec), "--out", str(tmp_path / "s")])
     assert exc.value.code == 2 and "executor" in capsys.readouterr().err
+
+
+def test_parallel_2_splits_the_population_over_two_processes_and_profiles_them(tmp_path):
+    """On a CPU a vmapped program runs on one core: `parallel: 2` runs two shards. The study's
+    profile (STUDY/profile.json) accounts for both workers' time by phase."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(textwrap.dedent("""
+        name: shards
+        agent: ppo
+        env: CartPole-v1
+        fixed: {num_envs: 4, num_steps: 16, num_minibatches: 2, update_epochs: 1, hidden_size: 16}
+        budget_steps: 1024
+        search_space:
+          learning_rate: {type: float, low: 1.0e-4, high: 1.0e-2, scale: log}
+        trials: 4
+        parallel: 2
+        executor: population
+        sampler: {name: random, seed: 0}
+    """))
+    out = tmp_path / "study"
+    assert main(["tune", str(spec), "--out", str(out), "--eval-episodes", "3"]) == 0
+    pids = {(out / "trials" / str(n) / "pid").read_text() for n in range(4)}
+    assert len(pids) == 2  # two shards, two trials each (the emptiest shard takes the next trial)
+    for n in range(4):
+        summary = json.loads((out / "trials" / str(n) / "summary.json").read_text())
+        assert summary["status"] == "completed" and summary["eval"]["backend"] == "gymnax"
+    profile = json.loads((out / "profile.json").read_text())
+    assert profile["worker_processes"] == 2
+    workers = profile["workers"]
+    assert workers["train"] > 0 and workers["compile"] > 0 and workers["eval"] > 0
+    busy = sum(v for k, v in workers.items() if k != "wall")
+    assert abs(busy - workers["wall"]) < 0.05 * workers["wall"]  # every second in some phase
+    # the best trial checked on the reference simulator, as `rltune eval` would
+    best = json.loads((out / "summary.json").read_text())["best_reference_eval"]
+    assert best["backend"] == "gymnasium" and best["episodes"] == 3

@@ -115,19 +115,16 @@ def test_one_call_api_rejects_a_bad_field_before_writing(tmp_path):
 
 
 def test_compiled_gymnax_eval_gives_the_known_returns():
-    from rltune.evaluate import compiled_gymnax_eval
+    from rltune.evaluate import evaluate_compiled
 
     # Probe-Sign-v0: reward 1 when the action matches the observation's sign, one-step episodes;
     # Probe-Chain-v0: 50 steps of reward 1 whatever the actions.
-    def act(params, obs, rng, deterministic):
+    def policy(params, obs):
         return ((obs[:, 0] * params) > 0).astype(jnp.int32)
 
-    key = jax.random.PRNGKey(3)
-    sign = compiled_gymnax_eval(act, "Probe-Sign-v0", 16)
-    np.testing.assert_array_equal(sign(jnp.float32(1.0), key), np.ones(16))
-    np.testing.assert_array_equal(sign(jnp.float32(-1.0), key), np.zeros(16))
-    np.testing.assert_array_equal(compiled_gymnax_eval(act, "Probe-Chain-v0", 4)(jnp.float32(1.0), key),
-                                  np.full(4, 50.0))
+    assert evaluate_compiled(policy, jnp.float32(1.0), "Probe-Sign-v0", 16, seed=3).returns == (1.0,) * 16
+    assert evaluate_compiled(policy, jnp.float32(-1.0), "Probe-Sign-v0", 16, seed=3).returns == (0.0,) * 16
+    assert evaluate_compiled(policy, jnp.float32(1.0), "Probe-Chain-v0", 4, seed=3).returns == (50.0,) * 4
 
 
 def _jsonl(path):

@@ -176,7 +176,14 @@ def _learn_on_batches(algo: Algo, hp, learner: Learner, batches, rng, sums):
         return algo.update(hp, learner, batch, key)
 
     keys = jax.random.split(rng, jax.tree.leaves(batches)[0].shape[0])
-    learner, metrics = jax.lax.scan(one, learner, (batches, keys))
+    if len(keys) == 1:
+        # One gradient step: no loop. XLA:CPU runs a convolution inside a loop body about 11x
+        # slower than outside one (Nature CNN update, batch 32: 0.60 s vs 0.05 s of CPU), which
+        # bounded DQN on Atari (learning every 4 steps) at ~15 env steps/s.
+        learner, metrics = one(learner, jax.tree.map(lambda x: x[0], (batches, keys)))
+        metrics = jax.tree.map(lambda x: x[None], metrics)
+    else:
+        learner, metrics = jax.lax.scan(one, learner, (batches, keys))
     sums = {k: sums[k] + (metrics[k].mean() if k in metrics else 1.0) for k in sums}
     return learner, sums
 

@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import functools
+import importlib.machinery
+import types
 from dataclasses import dataclass
 
 from rltune.errors import UsageError
@@ -33,9 +35,52 @@ class EnvInfo:
     action_high: tuple[float, ...] = ()
 
 
+# Modules gymnax imports for rendering only (Pong's, Catch's and Rooms' `render`):
+# matplotlib.pyplot and seaborn (with scipy.stats) are most of gymnax's import time, paid again
+# by every worker process. They are deferred: a stand-in module that imports the real one on
+# first attribute use, so rendering still works and a later `import matplotlib.pyplot` anywhere
+# in the process gets a module that behaves as the real one.
+_RENDER_ONLY = ("matplotlib.pyplot", "seaborn")
+
+
+class _Deferred(types.ModuleType):
+    def __getattr__(self, attr):  # only for attributes not set here: the real module's
+        import importlib
+        import sys
+
+        name = self.__name__
+        if sys.modules.get(name) is self:
+            del sys.modules[name]
+        real = importlib.import_module(name)
+        return getattr(real, attr)
+
+
+@functools.lru_cache(maxsize=1)
+def import_gymnax():
+    """`import gymnax`, its rendering-only imports deferred until first used."""
+    import importlib.util
+    import sys
+
+    for name in _RENDER_ONLY:
+        parent, _, child = name.rpartition(".")
+        try:
+            if name in sys.modules or importlib.util.find_spec(parent or name) is None:
+                continue
+        except (ImportError, ValueError):
+            continue  # not installed: gymnax's own import says so
+        stand_in = _Deferred(name)
+        stand_in.__spec__ = importlib.machinery.ModuleSpec(name, None)  # read by `import` on a cached module
+        sys.modules[name] = stand_in
+        if parent:
+            setattr(importlib.import_module(parent), child, stand_in)
+    import gymnax
+
+    return gymnax
+
+
 @functools.lru_cache(maxsize=1)
 def gymnax_ids() -> list[str]:
-    import gymnax
+    gymnax = import_gymnax()
 
     from rltune.envs.probes import PROBES
 
@@ -76,7 +121,7 @@ def _register_gymnasium_extras() -> None:
 
 @functools.lru_cache(maxsize=None)
 def make_gymnax(env_id: str):
-    import gymnax
+    gymnax = import_gymnax()
 
     from rltune.envs.probes import PROBES
 

@@ -10,13 +10,16 @@ on until `max_failed_trials`.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
 
+from rltune import profile
 from rltune.errors import UsageError
+from rltune.profile import phase
 from rltune.tune.executors.base import (Done, Exploited, ExecutorOptions, Failed, Report, Retried, Started,
                                         TrialTask, make_executor)
 from rltune.tune.lineage import PBTLineage, write_json
@@ -94,7 +97,7 @@ class StudyDriver:
         return ExecutorOptions(parallel=s.parallel, population_size=self.population_size, address=s.address,
                                resources=s.resources, max_failures=s.max_failures, agent=s.agent,
                                num_trials=s.num_trials, population=s.population,
-                               agent_config=agent_config(s) if s.agent else None)
+                               agent_config=agent_config(s) if s.agent else None, pbt=self.pbt is not None)
 
     # ------------------------------------------------------------ main loop
     def check_fresh(self) -> None:
@@ -113,6 +116,27 @@ class StudyDriver:
             return self._run()
 
     def _run(self) -> StudyResult:
+        """The study, profiled (`rltune.profile`): the workers inherit STUDY/profile/ as the place
+        for their tables; the driver merges them into STUDY/profile.json."""
+        profile.reset()
+        wall0 = time.perf_counter()
+        profile_dir = self.study_dir / "profile"
+        previous = os.environ.get(profile.ENV_DIR)
+        os.environ[profile.ENV_DIR] = str(profile_dir)
+        try:
+            with phase("storage"):
+                result = self._run_profiled()
+        finally:
+            if previous is None:
+                os.environ.pop(profile.ENV_DIR, None)
+            else:
+                os.environ[profile.ENV_DIR] = previous
+        wall = time.perf_counter() - wall0
+        profile.dump("driver", wall, profile_dir)
+        profile.merge(profile_dir, self.study_dir / "profile.json", wall)
+        return result
+
+    def _run_profiled(self) -> StudyResult:
         from rltune.tune.samplers import make_sampler
 
         study = self.storage.open(resume=self.resume)
@@ -162,7 +186,8 @@ class StudyDriver:
             _restore_interrupt(previous_handlers)
             if display:
                 display.close()
-            self.executor.shutdown(force=interrupted)
+            with phase("shutdown"):
+                self.executor.shutdown(force=interrupted)
             self._write_outputs()
         return StudyResult(self.study_dir, self.sorted_records(), self.best(),
                            interrupted and not self.stopped_by_max_time)
@@ -282,7 +307,8 @@ class StudyDriver:
             self._finish(run, "PRUNED")
 
     def _poll(self, timeout: float) -> None:
-        events = self.executor.events(0 if self.storage.has_pending else timeout)
+        with phase("wait"):
+            events = self.executor.events(0 if self.storage.has_pending else timeout)
         if not events:
             self.storage.flush()
         for event in events:
@@ -297,7 +323,9 @@ class StudyDriver:
         now, rec = time.time(), run.record
         if isinstance(event, Report):
             rec.timeline.append([now, "report", event.step])
-            self.executor.decide(event.trial_id, self._decide(run, event.step, event.value))
+            decision = self._decide(run, event.step, event.value)
+            if event.answer:  # the trial waits for it (its report crossed a scheduler boundary)
+                self.executor.decide(event.trial_id, decision)
         elif isinstance(event, Started):
             rec.node = event.node
             run.since = now
@@ -431,9 +459,11 @@ class StudyDriver:
 
         records = self.sorted_records()
         self._write_table()
-        write_summary(self.study_dir / "summary.json", records, name=self.spec.name, storage=self.storage_url,
-                      goal=self.spec.goal, failed=self.failures())
         best = self.best()
+        reference = self.reference_eval(best)
+        write_summary(self.study_dir / "summary.json", records, name=self.spec.name, storage=self.storage_url,
+                      goal=self.spec.goal, failed=self.failures(),
+                      extra={"best_reference_eval": reference} if reference else None)
         if best is not None:
             # PBT: the best member's schedule (its ancestor's start values and every change since)
             replay = self.lineage.replay_params(best.number, self.records) if self.lineage is not None else None
@@ -441,6 +471,28 @@ class StudyDriver:
             config = to_dict(agent_config(self.spec, params)) if self.spec.agent else None
             write_best_config(self.study_dir / "best_config.yaml", best, study_name=self.spec.name,
                               metric=self.spec.metric, config=config, agent=self.spec.agent)
+
+    def reference_eval(self, best: TrialRecord | None) -> dict | None:
+        """Trials evaluate on the env as trained (gymnax, compiled); the best one is checked on
+        the reference simulator (its Gymnasium twin) with the same episodes, final policy."""
+        from rltune.envs import env_info
+        from rltune.evaluate import eval_backend
+
+        if best is None or not self.spec.agent or self.eval_episodes <= 0 or best.state not in ("COMPLETE", "PRUNED"):
+            return None
+        try:
+            from rltune.policy import load_agent
+            from rltune.runner import evaluate_params
+
+            with phase("eval"):
+                agent = load_agent(self.trial_dir(best.number), which="last")
+                info = env_info(agent.config.env, agent.config.backend)
+                if eval_backend(agent.config.env, info.backend)[1] == info.backend:
+                    return None  # the trials already evaluated on the reference simulator
+                result = evaluate_params(agent.agent, agent.config, agent.params, self.eval_episodes, 10_000)
+            return {"trial": best.number, **result}
+        except Exception as exc:  # noqa: BLE001 - a missing checkpoint must not lose the study's outputs
+            return {"trial": best.number, "error": f"{type(exc).__name__}: {exc}"}
 
 
 class LiveView:

@@ -312,15 +312,15 @@ def trial_dict(trial: Any) -> dict[str, Any]:
 
 
 def write_summary(path: str | Path, trials: Iterable[Any], *, name: str, storage: str, goal: str = "maximize",
-                  failed: int | None = None) -> dict[str, Any]:
+                  failed: int | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """summary.json; `failed` overrides the count of FAIL trials (the driver leaves interrupted
-    trials out of it)."""
+    trials out of it); `extra` keys are added (the best trial's reference evaluation)."""
     rows = list(map(as_row, trials))
     best = best_row(rows, goal)
     c = state_counts(rows)
     summary = {"name": name, "storage": storage, "trials": len(rows), "complete": c["COMPLETE"],
                "pruned": c["PRUNED"], "failed": c["FAIL"] if failed is None else failed,
-               "best": trial_dict(best) if best else None}
+               "best": trial_dict(best) if best else None, **(extra or {})}
     Path(path).write_text(json.dumps(summary, indent=2, default=str))
     return summary
 

@@ -12,6 +12,11 @@ from typing import Any
 
 from rltune.tune.executors.base import TrialTask
 
+# A tuning trial's checkpoints: at its first segment, then at most every this many seconds, and
+# at its end (a trial of seconds writes 2-3 instead of 2 per segment; a resume or a retry after
+# a lost worker goes back at most this far).
+CHECKPOINT_INTERVAL = 10.0
+
 
 def run_task(task: TrialTask, report) -> dict[str, Any]:
     """Run one trial here. Returns {status, value, step, ...}; status is completed/stopped/failed."""
@@ -28,8 +33,11 @@ def _run_builtin(task: TrialTask, report) -> dict[str, Any]:
 
     module = get_agent(task.agent)
     config = from_dict(module.Config, task.config, source=f"trial {task.trial_id}")
+    # A trial's evaluation runs on the env as trained (compiled on gymnax); the study checks its
+    # best trial on the reference simulator afterwards (driver.reference_eval).
     options = RunOptions(eval_episodes=task.eval_episodes, report_steps=task.report_steps, hparams=task.params,
-                         tb_run=tb_run_name(task.trial_id, task.params))
+                         tb_run=tb_run_name(task.trial_id, task.params), eval_reference=False,
+                         checkpoint_interval=CHECKPOINT_INTERVAL)
     try:
         summary = train(task.agent, config, task.trial_dir, options=options, report=report, resume=task.resume)
     except TrialDiverged as exc:

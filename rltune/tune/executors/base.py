@@ -55,6 +55,15 @@ class Report:
     trial_id: int
     step: int
     value: float
+    # The trial waits for the answer only when this report crosses one of its `report_steps`
+    # (the scheduler's boundaries, where a decision can be other than "continue"); the driver
+    # answers exactly the reports that ask, so a trial between boundaries never waits for it.
+    answer: bool = True
+
+
+def needs_answer(report_steps, before: int, step: int) -> bool:
+    """A report at `step` (the previous one at `before`) crosses a scheduler boundary."""
+    return any(before < b <= step for b in report_steps)
 
 
 @dataclass(frozen=True)
@@ -107,7 +116,7 @@ def event_from_message(msg: tuple) -> Event | None:
     if kind == "started":
         return Started(trial_id, pid=msg[3], node=msg[4] if len(msg) > 4 else "local")
     if kind == "report":
-        return Report(trial_id, step=msg[3], value=msg[4])
+        return Report(trial_id, step=msg[3], value=msg[4], answer=msg[5] if len(msg) > 5 else True)
     if kind == "done":
         r = msg[3]
         return Done(trial_id, status=r["status"], value=r["value"], step=r["step"], wall_time=r["wall_time"],
@@ -133,6 +142,7 @@ class ExecutorOptions:
     agent: str | None = None
     num_trials: int = 1
     agent_config: Any = None  # a built-in agent's config (population sizing)
+    pbt: bool = False  # population-based training: one population, never sharded
 
 
 class Executor(Protocol):

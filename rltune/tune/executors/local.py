@@ -6,7 +6,7 @@ that differ only in traced hyperparameters (learning rate, gamma, ...) reuse one
 A worker dies with the driver (parent-death signal), so no worker outlives a killed driver.
 
 Worker-loop messages (plain tuples, they cross processes; `base.event_from_message` types them):
-    to the driver:  ("started", wid, trial, pid, node) ("report", wid, trial, step, value)
+    to the driver:  ("started", wid, trial, pid, node) ("report", wid, trial, step, value, answer)
                     ("done", wid, trial, result) ("failed", wid, trial, reason)
     to the worker:  a TrialTask, ("decision", trial, "continue" | "stop"), or None (exit)
 """
@@ -22,7 +22,7 @@ import traceback
 from pathlib import Path
 
 from rltune.tune.executors.base import (Done, Event, ExecutorOptions, Failed, TrialTask,
-                                        event_from_message)
+                                        event_from_message, needs_answer)
 
 
 def detach_from_terminal_signals() -> None:
@@ -50,21 +50,37 @@ def die_with_parent() -> None:
 
 def worker_main(worker_id: int, inbox, outbox, node: str = "local", own_process: bool = True) -> None:
     """One trial at a time. `own_process`: a spawned worker process (not a thread in a Ray actor)."""
+    from rltune import profile
     from rltune.tune.trial import result_message, run_task
 
     if own_process:
         detach_from_terminal_signals()
+    with profile.lifetime("worker", own_process):
+        _worker_loop(worker_id, inbox, outbox, node, result_message, run_task)
+
+
+def _worker_loop(worker_id, inbox, outbox, node, result_message, run_task) -> None:
+    from rltune.profile import phase
+
     while True:
-        task = inbox.get()
+        with phase("wait"):
+            task = inbox.get()
         if task is None:
             return
         outbox.put(("started", worker_id, task.trial_id, os.getpid(), node))
         Path(task.trial_dir).mkdir(parents=True, exist_ok=True)
         (Path(task.trial_dir) / "pid").write_text(str(os.getpid()))
 
+        last = [0]  # the previous report's step (0: answers asked conservatively after a resume)
+
         def report(step: int, value: float, _task=task) -> str:
-            outbox.put(("report", worker_id, _task.trial_id, int(step), float(value)))
-            return inbox.get()[2]  # ("decision", trial_id, "continue" | "stop")
+            answer = needs_answer(_task.report_steps, last[0], int(step))
+            last[0] = int(step)
+            outbox.put(("report", worker_id, _task.trial_id, int(step), float(value), answer))
+            if not answer:  # between scheduler boundaries the decision is always "continue"
+                return "continue"
+            with phase("wait"):
+                return inbox.get()[2]  # ("decision", trial_id, "continue" | "stop")
 
         try:
             result = run_task(task, report)
@@ -124,7 +140,9 @@ class LocalExecutor:
         return len(self._idle)
 
     def submit(self, task: TrialTask) -> None:
-        wid = self._idle.pop(0)
+        # the worker with the most free slots (population shards fill evenly; one slot each: the first)
+        wid = max(dict.fromkeys(self._idle), key=self._idle.count)
+        self._idle.remove(wid)
         self._trial_worker[task.trial_id] = wid
         self._trial_dirs[task.trial_id] = task.trial_dir
         self._workers[wid][1].put(task)

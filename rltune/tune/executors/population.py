@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rltune.tune.executors.base import ExecutorOptions, TrialTask
+from rltune.profile import lifetime, phase
+from rltune.tune.executors.base import ExecutorOptions, TrialTask, needs_answer
 from rltune.tune.executors.local import LocalExecutor, detach_from_terminal_signals
 
 SEGMENTS_PER_TRIAL = 20
@@ -172,8 +173,9 @@ class Population:
             n[slot] = _next_segment(int(updates[slot]), m.seg_updates, m.config, m.report_steps)
         segment = self.module.population_segment(*self.key)
         clock = SegmentClock()
-        self.states, metrics = segment(self.hps, self.states, jnp.asarray(n))
-        host_states, host_metrics = jax.device_get((self.states, metrics))
+        with phase("train"):
+            self.states, metrics = segment(self.hps, self.states, jnp.asarray(n))
+            host_states, host_metrics = jax.device_get((self.states, metrics))
         seconds, self.compile_seconds = clock.stop()  # steps/s leaves the compile out
         return host_states, host_metrics, {s: int(n[s]) for s in self.members}, seconds
 
@@ -217,13 +219,31 @@ def _member(tree, slot: int):
     return jax.tree.map(lambda x: x[slot], tree)
 
 
+def accelerator_installed() -> bool:
+    """A JAX GPU/TPU plugin is installed (checked without starting a JAX backend here)."""
+    import importlib.util
+
+    return any(importlib.util.find_spec(name) is not None
+               for name in ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin", "libtpu"))
+
+
+def shard_count(options: ExecutorOptions) -> int:
+    """Worker processes: one per `parallel` on a CPU (a vmapped program runs on one core, so two
+    shards use two); one on an accelerator (one device, and each process would reserve its
+    memory) and for PBT, whose members exploit each other across the whole population."""
+    if options.pbt or accelerator_installed():
+        return 1
+    return max(1, min(options.parallel, options.num_trials, os.cpu_count() or 1))
+
+
 class PopulationExecutor(LocalExecutor):
-    """One worker process holding a population of `population_size` slots."""
+    """`population_size` slots, split over `shard_count` worker processes (shards)."""
 
     def __init__(self, options: ExecutorOptions):
         size = options.population_size or auto_population_size(options.agent, options.agent_config,
                                                                 options.num_trials)
-        super().__init__(options, processes=1, slots_per_process=size)
+        shards = min(shard_count(options), size)
+        super().__init__(options, processes=shards, slots_per_process=math.ceil(size / shards))
 
     def _target(self, wid: int, inbox):
         return population_main, (wid, inbox, self._outbox, self.slots_per_process)
@@ -234,6 +254,11 @@ def population_main(worker_id: int, inbox, outbox, capacity: int, node: str = "l
     """Worker entry (a process, or a thread in a Ray actor): run members until told to exit."""
     if own_process:
         detach_from_terminal_signals()
+    with lifetime("population", own_process):
+        _population_loop(worker_id, inbox, outbox, capacity, node)
+
+
+def _population_loop(worker_id: int, inbox, outbox, capacity: int, node: str) -> None:
     pending: collections.deque[TrialTask] = collections.deque()
     decisions: dict[int, str] = {}
     population: Population | None = None
@@ -246,7 +271,8 @@ def population_main(worker_id: int, inbox, outbox, capacity: int, node: str = "l
 
         while True:
             try:
-                msg = inbox.get(block=block, timeout=None)
+                with phase("wait"):
+                    msg = inbox.get(block=block, timeout=None)
             except queue.Empty:
                 return True
             block = False
@@ -274,7 +300,8 @@ def population_main(worker_id: int, inbox, outbox, capacity: int, node: str = "l
             if received[0] < pbt.members:
                 continue
             pbt.started = True
-        _admit_pending(population, pending, worker_id, outbox, node)
+        with phase("setup"):
+            _admit_pending(population, pending, worker_id, outbox, node)
         if not population.members:
             continue
         _run_segment(population, worker_id, outbox, decisions, receive, pbt)
@@ -285,6 +312,7 @@ def _admit_pending(population: Population, pending, worker_id: int, outbox, node
     from rltune.config import from_dict
     from rltune.runner import RunOptions, TrialRecorder, _segment_updates, load_last
     from rltune.tune.results import tb_run_name
+    from rltune.tune.trial import CHECKPOINT_INTERVAL
 
     while pending and population.free_slots():
         task = pending.popleft()
@@ -303,7 +331,8 @@ def _admit_pending(population: Population, pending, worker_id: int, outbox, node
             else:
                 state, extra = module.init(config), None
             recorder = TrialRecorder(task.agent, config, task.trial_dir, resume_extra=extra, hparams=task.params,
-                                     tb_run=tb_run_name(task.trial_id, task.params))
+                                     tb_run=tb_run_name(task.trial_id, task.params),
+                                     checkpoint_interval=CHECKPOINT_INTERVAL)
             member = Member(task, config, recorder, slot, task.report_steps,
                             _segment_updates(config, RunOptions()))
             population.admit(member, state)
@@ -339,10 +368,12 @@ def _run_segment(population: Population, worker_id: int, outbox, decisions, rece
             continue
         reward = member.recorder.reward
         steps = int(state.env_steps)
-        outbox.put(("report", worker_id, trial, steps, reward if reward is not None else -math.inf))
-        waiting.append((slot, trial, state))
         before = steps - n[slot] * member.config.steps_per_update
-        at_interval = at_interval or any(before < b <= steps for b in member.report_steps)
+        answer = needs_answer(member.report_steps, before, steps)
+        outbox.put(("report", worker_id, trial, steps, reward if reward is not None else -math.inf, answer))
+        if answer:  # else the decision is "continue": no round trip to the driver
+            waiting.append((slot, trial, state))
+        at_interval = at_interval or answer
     while any(trial not in decisions for _, trial, _ in waiting):
         if not receive(block=True):
             raise SystemExit(0)
@@ -405,7 +436,7 @@ def _finish(population: Population, slot: int, state, status: str, worker_id: in
     member = population.members.pop(slot)
     task = member.task
     try:
-        summary = member.recorder.finish(state, status, task.eval_episodes)
+        summary = member.recorder.finish(state, status, task.eval_episodes, eval_reference=False)
     except Exception as exc:
         outbox.put(("failed", worker_id, task.trial_id, f"{type(exc).__name__}: {exc}"))
         return

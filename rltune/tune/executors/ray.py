@@ -144,7 +144,9 @@ class _TrialActor:
             for msg in messages:
                 kind, trial_id = msg[0], msg[2]
                 if kind in ("report", "done", "failed"):
-                    files[trial_id] = self._changed(trial_id)
+                    # merged: a trial that no longer waits for decisions can send several
+                    # messages in one batch, each shipping only what changed since the previous
+                    files.setdefault(trial_id, {}).update(self._changed(trial_id))
                 if kind in ("done", "failed"):
                     self.shipped.pop(trial_id, None)
                     shutil.rmtree(self.workdir / str(trial_id), ignore_errors=True)
