@@ -167,6 +167,8 @@ def _ray_pbt_trainable(config: dict) -> None:
 
 
 def run_ray_pbt(args, out: Path) -> dict:
+    # loopback only: Ray reads this once, when it is imported (else its GCS binds every interface)
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     import ray
     from ray import tune
     from ray.tune.schedulers import PopulationBasedTraining
@@ -174,7 +176,6 @@ def run_ray_pbt(args, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("RAY_worker_niceness", "0")
     start = time.perf_counter()
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     ray.init(num_cpus=args.parallel, include_dashboard=False, logging_level="warning",
              _node_ip_address="127.0.0.1")  # loopback only
     (lo, hi, _), (elo, ehi, _) = SPACE["learning_rate"], SPACE["ent_coef"]

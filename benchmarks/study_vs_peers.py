@@ -355,6 +355,8 @@ def _ray_trainable(config: dict) -> None:
 
 
 def run_ray_tune(args, out: Path) -> dict:
+    # loopback only: Ray reads this once, when it is imported (else its GCS binds every interface)
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     import ray
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -365,7 +367,7 @@ def run_ray_tune(args, out: Path) -> dict:
     # like every other peer's.
     os.environ.setdefault("RAY_worker_niceness", "0")
     start = time.perf_counter()
-    ray.init(num_cpus=args.parallel, include_dashboard=False, log_to_driver=True,
+    ray.init(num_cpus=args.parallel, include_dashboard=False, log_to_driver=True, _node_ip_address="127.0.0.1",
              logging_level="warning", configure_logging=True)
     init_s = time.perf_counter() - start
     lo, hi, _ = SPACE["learning_rate"]

@@ -210,3 +210,33 @@ def test_missing_ray_is_a_usage_error_with_the_install_command(tmp_path):
     assert proc.returncode == 2
     assert 'pip install "rltune[ray]"' in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "s").exists()
+
+
+LOCAL_RAY_LISTENERS = """
+import sys
+import psutil
+import ray  # imported before rltune, as a user's own code may: the loopback setting must still hold
+from rltune.tune.executors.base import ExecutorOptions
+from rltune.tune.executors.ray import RayExecutor
+
+executor = RayExecutor(ExecutorOptions(parallel=1))
+executor.start()
+try:
+    pids = {p.pid for p in psutil.Process().children(recursive=True)} | {psutil.Process().pid}
+    listening = {c.laddr.ip for c in psutil.net_connections("inet")
+                 if c.status == psutil.CONN_LISTEN and c.pid in pids}
+    print(sorted(listening))
+finally:
+    executor.shutdown()
+"""
+
+
+def test_a_local_ray_started_by_rltune_listens_on_loopback_only():
+    # a fresh interpreter without the loopback variable, nor the module cluster's RAY_ADDRESS
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS")}
+    proc = subprocess.run([sys.executable, "-c", LOCAL_RAY_LISTENERS], capture_output=True, text=True,
+                          timeout=180, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    listening = eval(proc.stdout.strip().splitlines()[-1])  # a printed list of address strings
+    assert listening  # Ray's GCS and raylet listen
+    assert set(listening) <= {"127.0.0.1", "::ffff:127.0.0.1", "::1"}, listening

@@ -27,6 +27,7 @@ import math
 import os
 import queue
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -50,9 +51,15 @@ def check_ray_available() -> None:
 
 
 def use_loopback() -> None:
-    """Ray 2.x picks the machine's interface address by default; this makes a Ray started from
-    this process (and its raylets and workers, which inherit the environment) use 127.0.0.1."""
+    """Ray 2.x picks the machine's interface address by default (and its GCS listens on every
+    interface); this makes a Ray started from this process use and bind 127.0.0.1 only. Ray
+    reads the variable once, when it is first imported, into `ray_constants.ENABLE_RAY_CLUSTER`:
+    where Ray was imported already (by a user's code, or our availability check) that constant is
+    set too, else the variable alone would come too late."""
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:
+        constants.ENABLE_RAY_CLUSTER = False
 
 
 # ---------------------------------------------------------------- trial files
@@ -238,8 +245,9 @@ class RayExecutor:
                 num_cpus = max(os.cpu_count() or 1, math.ceil(self.num_actors * self.cpus))
                 with warnings.catch_warnings():  # Ray forks then execs its daemons: safe with JAX loaded
                     warnings.filterwarnings("ignore", message="os.fork")
-                    ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
-                             log_to_driver=False, configure_logging=False)
+                    # address="local": a new Ray of our own, even where another runs on this machine
+                    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                             _node_ip_address="127.0.0.1", log_to_driver=False, configure_logging=False)
             else:
                 ray.init(address=self.options.address, log_to_driver=False, configure_logging=False)
             self._started_ray = True
