@@ -11,8 +11,10 @@ Without `--mjx-python` only the host side is measured.
 
 Both sides simulate Gymnasium's Hopper-v5 (its own hopper.xml asset): one env step is 4 physics
 steps (frame_skip 4) with a uniform random action in [-1, 1]^3, the observation and reward
-computed, and an env reset where Hopper's health check fails (auto-reset; random actions fall
-within some 20-60 steps). Truncation at 1000 steps is left out (random episodes never reach it).
+computed, and an auto-reset where Hopper's health check fails (random actions fall within some
+20-60 steps): Gymnasium resets the env; MJX puts it back to its own first state, as Brax's
+auto-reset does, so no reset is simulated inside the batch. Truncation at 1000 steps is left
+out (random episodes never reach it).
 
 - host: `gymnasium.make("Hopper-v5")` stepped in a Python loop (N = 1), and rltune's host-loop
   vector env (`rltune.envs.gym_vec.VecEnv`, Gymnasium's SyncVectorEnv) with N envs;
