@@ -90,9 +90,10 @@ def main() -> None:
             wall = time.perf_counter() - start
             load = open("/proc/loadavg").read().split()[0]
             text = run([*python, "eval", run_dir, "--episodes", str(args.episodes)])
-            mean = float(re.search(r"mean (-?[\d.]+)", text).group(1))
+            found = re.search(r"mean (-?[\d.]+) std ([\d.]+)", text)
+            mean, std = float(found.group(1)), float(found.group(2))
             means.append(mean)
-            print(f"{name} seed {seed}: eval mean {mean:.1f} over {args.episodes} episodes | train command "
+            print(f"{name} seed {seed}: eval mean {mean:.1f} +- {std:.1f} over {args.episodes} episodes | train command "
                   f"{wall:.1f} s wall incl. compile (load avg {load}) | {run_dir}", flush=True)
         summary = f"mean over seeds {sum(means) / len(means):.1f}"
         if target is not None:  # None: no target, the figure is reported
