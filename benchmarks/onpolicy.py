@@ -59,6 +59,9 @@ RUNS = {
     "a2c-hopper": ("a2c", "Hopper-v5", 1_000_000, None, {
         "num-envs": 8, "t-max": 8, "gae-lambda": 0.95, "learning-rate": 5e-4, "ent-coef": 0.0,
         "optimizer": "adam", "normalize-advantages": "true", "normalize-obs": "true", "reward-scale": 0.1}),
+    # The same with A2C's own defaults closer to A3C's: RMSprop, n-step returns over 5 steps, 4 envs.
+    "a2c-hopper-rms": ("a2c", "Hopper-v5", 1_000_000, None, {
+        "num-envs": 4, "t-max": 5, "ent-coef": 0.0, "normalize-obs": "true", "reward-scale": 0.1}),
 }
 
 
