@@ -3,8 +3,8 @@
     python benchmarks/mjx_vs_host.py --mjx-python /work/venv-mjx/bin/python [--batch 1 8 64 256 1024]
                                      [--seconds 3]
 
-MJX (`mujoco-mjx`) pins its own `mujoco` 3.x, while rltune's venv has `mujoco` 4, so the MJX
-side runs in a separate Python that has `mujoco-mjx` and `jax` (for example
+MJX (`mujoco-mjx` 3.17.0, the newest) is released with `mujoco` 3.17 while rltune's venv has
+`mujoco` 4, so the MJX side runs in a separate Python that has `mujoco-mjx` and `jax` (for example
 `python -m venv /work/venv-mjx && /work/venv-mjx/bin/pip install mujoco-mjx==3.17.0 "mujoco<4"
 jax==0.10.2`); this script starts it with `--worker` and reads one JSON line per batch size.
 Without `--mjx-python` only the host side is measured.
