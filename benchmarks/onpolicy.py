@@ -3,13 +3,15 @@
     python benchmarks/onpolicy.py pg-cartpole a2c-cartpole [--seeds 0 1 2] [--episodes 100]
     python benchmarks/onpolicy.py a2c-pendulum ppo-pendulum
     python benchmarks/onpolicy.py ppo-hopper --seeds 0        # about 25 min on 2 shared cores
+    python benchmarks/onpolicy.py ppo-halfcheetah ppo-reacher a2c-hopper-rms   # MuJoCo, host loop
 
 Each run is exactly what a user types:
     python -m rltune train AGENT --env ENV --seed S --total-steps N [flags] --out DIR --eval-episodes 0
     python -m rltune eval DIR --episodes 100            (best checkpoint, greedy, Gymnasium)
 and the script prints one line per seed (wall time of the whole `train` command, load average
 at its end) and a summary. Targets (issue 10): pg and a2c CartPole-v1 >= 475 within 500k
-steps; a2c, a3c and ppo Pendulum-v1 >= -250 within 1M (a3c: CartPole too).
+steps; a2c, a3c and ppo Pendulum-v1 >= -250 within 1M (a3c: CartPole too); ppo Hopper-v5 and
+HalfCheetah-v5 >= 1500 and Reacher-v5 >= -8 within 1M; a2c on Hopper-v5 has no target (it must learn).
 """
 
 from __future__ import annotations
@@ -53,6 +55,24 @@ RUNS = {
     "ppo-hopper": ("ppo", "Hopper-v5", 1_000_000, 1500.0, {
         "num-envs": 4, "num-steps": 512, "update-epochs": 10, "num-minibatches": 32, "ent-coef": 0.0,
         "learning-rate": 3e-4, "normalize-obs": "true", "reward-scale": 0.1}),
+    # HalfCheetah and Reacher: the same shape as Hopper. Reacher's rewards (distance to the
+    # target, about -0.1 to -1 a step over 50 steps) need no scaling.
+    "ppo-halfcheetah": ("ppo", "HalfCheetah-v5", 1_000_000, 1500.0, {
+        "num-envs": 4, "num-steps": 512, "update-epochs": 10, "num-minibatches": 32, "ent-coef": 0.0,
+        "learning-rate": 3e-4, "normalize-obs": "true", "reward-scale": 0.1}),
+    "ppo-reacher": ("ppo", "Reacher-v5", 1_000_000, -8.0, {
+        "num-envs": 4, "num-steps": 512, "update-epochs": 10, "num-minibatches": 32, "ent-coef": 0.0,
+        "learning-rate": 3e-4, "normalize-obs": "true"}),
+    # a2c on Hopper: 8 envs x 8 steps an update, Adam, GAE 0.95, normalized advantages and
+    # observations, no entropy bonus (it keeps a Gaussian's std wide), rewards scaled by 0.1.
+    # It learns to stand for the whole episode (about 1000) and stays there; a2c-hopper-rms hops.
+    "a2c-hopper": ("a2c", "Hopper-v5", 1_000_000, None, {
+        "num-envs": 8, "t-max": 8, "gae-lambda": 0.95, "learning-rate": 5e-4, "ent-coef": 0.0,
+        "optimizer": "adam", "normalize-advantages": "true", "normalize-obs": "true", "reward-scale": 0.1}),
+    # A2C's defaults (A3C's RMSprop, 5-step returns, lr 7e-4) on 4 envs, no entropy bonus,
+    # normalized observations, rewards scaled by 0.1: the README's a2c Hopper row.
+    "a2c-hopper-rms": ("a2c", "Hopper-v5", 1_000_000, None, {
+        "num-envs": 4, "t-max": 5, "ent-coef": 0.0, "normalize-obs": "true", "reward-scale": 0.1}),
 }
 
 
@@ -84,13 +104,15 @@ def main() -> None:
             wall = time.perf_counter() - start
             load = open("/proc/loadavg").read().split()[0]
             text = run([*python, "eval", run_dir, "--episodes", str(args.episodes)])
-            mean = float(re.search(r"mean (-?[\d.]+)", text).group(1))
+            found = re.search(r"mean (-?[\d.]+) std ([\d.]+)", text)
+            mean, std = float(found.group(1)), float(found.group(2))
             means.append(mean)
-            print(f"{name} seed {seed}: eval mean {mean:.1f} over {args.episodes} episodes | train command "
+            print(f"{name} seed {seed}: eval mean {mean:.1f} +- {std:.1f} over {args.episodes} episodes | train command "
                   f"{wall:.1f} s wall incl. compile (load avg {load}) | {run_dir}", flush=True)
-        solved = sum(m >= target for m in means)
-        print(f"{name}: {solved}/{len(means)} seeds >= {target:g}; mean over seeds {sum(means) / len(means):.1f}",
-              flush=True)
+        summary = f"mean over seeds {sum(means) / len(means):.1f}"
+        if target is not None:  # None: no target, the figure is reported
+            summary = f"{sum(m >= target for m in means)}/{len(means)} seeds >= {target:g}; {summary}"
+        print(f"{name}: {summary}", flush=True)
 
 
 if __name__ == "__main__":

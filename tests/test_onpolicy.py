@@ -160,3 +160,23 @@ def test_mujoco_hopper_host_loop_saves_observation_statistics_that_load_agent_ap
     plain = dataclasses.replace(ppo.make_network(config, agent.info), normalize_obs=False)
     (mean, _), _ = plain.apply({"params": agent.params["params"]}, normalized)
     np.testing.assert_allclose(agent.act(obs), np.clip(np.asarray(mean), -1, 1), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name,tiny", [("pg", {"batch_size": 32}), ("a2c", {"t_max": 8})])
+def test_mujoco_smoke_pg_and_a2c_train_evaluate_and_load(tmp_path, name, tiny):
+    # The MuJoCo family (Gymnasium host loop, Gaussian policy, normalized observations) end to
+    # end: train, evaluate in Gymnasium, load the checkpoint and act inside the action bounds
+    # (ppo: test_mujoco_hopper_host_loop_saves_observation_statistics_that_load_agent_applies).
+    from rltune.agents import get_agent
+    from rltune.policy import load_agent
+    from rltune.runner import RunOptions, train
+
+    module = get_agent(name)
+    config = from_dict(module.Config, {**tiny, "env": "Reacher-v5", "num_envs": 2, "hidden_size": 8,
+                                       "total_steps": 64, "normalize_obs": True})
+    summary = train(name, config, tmp_path, options=RunOptions(segment_steps=32, eval_episodes=1))
+    assert summary["env_steps"] == 64 and summary["eval"]["backend"] == "gymnasium"
+    assert np.isfinite(summary["metrics"]["loss"]) and np.isfinite(summary["eval"]["mean"])
+    agent = load_agent(tmp_path, "last")
+    action = np.asarray(agent.act(np.zeros(10, np.float32)))
+    assert action.shape == (2,) and np.all(np.abs(action) <= 1.0)
