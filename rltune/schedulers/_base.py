@@ -117,6 +117,26 @@ def check_below_budget(field: str, value: int, max_steps: int, *, given: bool, w
                      f"({field} would be {value}): raise budget_steps, or use scheduler fifo")
 
 
+def default_min_steps(max_steps: int, reduction_factor: int) -> int:
+    """ceil(max_steps / eta^3): three rungs, the last one a factor eta below max_steps."""
+    return max(1, -(-max_steps // reduction_factor ** 3))
+
+
+def rung_ladder(max_steps: int, min_steps: int | None, reduction_factor: int, *,
+                check_budget: bool = True) -> tuple[int, int, list[int]]:
+    """The checked (reduction_factor, min_steps, rungs) shared by ASHA, successive halving and
+    HyperBand: min_steps defaults to three rungs below max_steps; a first rung at or past the
+    budget is refused (`check_budget=False` for a HyperBand bracket, which may have none)."""
+    reduction_factor = check_int("scheduler.reduction_factor", reduction_factor, low=2)
+    given = min_steps is not None
+    if min_steps is None:
+        min_steps = default_min_steps(max_steps, reduction_factor)
+    min_steps = check_int("scheduler.min_steps", min_steps, low=1)
+    if check_budget:
+        check_below_budget("scheduler.min_steps", min_steps, max_steps, given=given, what="rung")
+    return reduction_factor, min_steps, geometric_rungs(min_steps, reduction_factor, max_steps)
+
+
 def geometric_rungs(min_steps: int, reduction_factor: int, max_steps: int) -> list[int]:
     """min_steps * eta^k for k = 0, 1, ... while below max_steps."""
     rungs, step = [], min_steps

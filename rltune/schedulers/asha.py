@@ -13,8 +13,8 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 
-from rltune.schedulers._base import (CONTINUE, STOP, Decision, Scheduler, check_below_budget,
-                                     check_int, count_better, geometric_rungs, score)
+from rltune.schedulers._base import (CONTINUE, STOP, Decision, Scheduler, count_better, rung_ladder,
+                                     score)
 
 
 def asha_promotable(value: float, rung_values: Sequence[float], reduction_factor: int,
@@ -27,24 +27,14 @@ def asha_promotable(value: float, rung_values: Sequence[float], reduction_factor
     return better < keep
 
 
-def default_min_steps(max_steps: int, reduction_factor: int) -> int:
-    """ceil(max_steps / eta^3): three rungs, the last one a factor eta below max_steps."""
-    return max(1, -(-max_steps // reduction_factor ** 3))
-
-
 class ASHAScheduler(Scheduler):
     name = "asha"
 
     def __init__(self, *, goal: str = "maximize", max_steps: int, min_steps: int | None = None,
                  reduction_factor: int = 3):
         super().__init__(goal=goal, max_steps=max_steps)
-        self.reduction_factor = check_int("scheduler.reduction_factor", reduction_factor, low=2)
-        given = min_steps is not None
-        if min_steps is None:
-            min_steps = default_min_steps(self.max_steps, self.reduction_factor)
-        self.min_steps = check_int("scheduler.min_steps", min_steps, low=1)
-        check_below_budget("scheduler.min_steps", self.min_steps, self.max_steps, given=given, what="rung")
-        self._bounds = geometric_rungs(self.min_steps, self.reduction_factor, self.max_steps)
+        self.reduction_factor, self.min_steps, self._bounds = rung_ladder(
+            self.max_steps, min_steps, reduction_factor)
         self._rungs: list[list[float]] = [[] for _ in self._bounds]  # ascending scores
 
     def _decide(self, trial_id: int, index: int, value: float) -> Decision:

@@ -18,8 +18,7 @@ from __future__ import annotations
 import math
 
 from rltune.errors import UsageError
-from rltune.schedulers._base import (STOP, Decision, Scheduler, check_below_budget, check_int, geometric_rungs)
-from rltune.schedulers.asha import default_min_steps
+from rltune.schedulers._base import STOP, Decision, Scheduler, check_int, rung_ladder
 from rltune.schedulers.successive_halving import SuccessiveHalvingScheduler
 
 
@@ -54,13 +53,8 @@ class HyperBandScheduler(Scheduler):
             raise UsageError("scheduler.num_trials",
                              "hyperband needs the number of trials (its rungs are barriers)")
         self.num_trials = check_int("scheduler.num_trials", num_trials, low=1)
-        self.reduction_factor = check_int("scheduler.reduction_factor", reduction_factor, low=2)
-        given = min_steps is not None
-        if min_steps is None:
-            min_steps = default_min_steps(self.max_steps, self.reduction_factor)
-        self.min_steps = check_int("scheduler.min_steps", min_steps, low=1)
-        check_below_budget("scheduler.min_steps", self.min_steps, self.max_steps, given=given, what="rung")
-        self._bounds = geometric_rungs(self.min_steps, self.reduction_factor, self.max_steps)
+        self.reduction_factor, self.min_steps, self._bounds = rung_ladder(
+            self.max_steps, min_steps, reduction_factor)
         sizes = hyperband_bracket_sizes(self.num_trials, len(self._bounds), self.reduction_factor)
         self.brackets = [
             SuccessiveHalvingScheduler(goal=goal, max_steps=self.max_steps, num_trials=n,

@@ -24,9 +24,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rltune.errors import UsageError
-from rltune.schedulers._base import (CONTINUE, PAUSE, STOP, Decision, Scheduler, check_below_budget,
-                                     check_int, geometric_rungs, score)
-from rltune.schedulers.asha import default_min_steps
+from rltune.schedulers._base import (CONTINUE, PAUSE, STOP, Decision, Scheduler, check_int,
+                                     rung_ladder, score)
 
 
 def successive_halving_survivors(reports: Sequence[tuple[int, float]], reduction_factor: int,
@@ -49,15 +48,10 @@ class SuccessiveHalvingScheduler(Scheduler):
             raise UsageError("scheduler.num_trials",
                              f"{self.name} needs the number of trials (its rungs are barriers)")
         self.num_trials = check_int("scheduler.num_trials", num_trials, low=1)
-        self.reduction_factor = check_int("scheduler.reduction_factor", reduction_factor, low=2)
-        given = min_steps is not None
-        if min_steps is None:
-            min_steps = default_min_steps(self.max_steps, self.reduction_factor)
-        self.min_steps = check_int("scheduler.min_steps", min_steps, low=1)
-        if _first_rung == 0:  # a HyperBand bracket may rightly have no rung
-            check_below_budget("scheduler.min_steps", self.min_steps, self.max_steps, given=given, what="rung")
-        # _first_rung > 0 skips the lowest rungs (a HyperBand bracket); not a user parameter.
-        rungs = geometric_rungs(self.min_steps, self.reduction_factor, self.max_steps)
+        # _first_rung > 0 skips the lowest rungs (a HyperBand bracket, which may rightly have
+        # no rung left); not a user parameter.
+        self.reduction_factor, self.min_steps, rungs = rung_ladder(
+            self.max_steps, min_steps, reduction_factor, check_budget=_first_rung == 0)
         self._bounds = rungs[_first_rung:]
         self._expected = [0] * len(self._bounds)  # trials that must report at each rung
         if self._bounds:
