@@ -13,6 +13,7 @@ at a time. Run by
   (c) Stable-Baselines3 PPO + Optuna, the way RL Zoo tunes (an objective that builds, trains
       and scores an SB3 model); 2 processes share one Optuna journal-file storage
   (d) Ray Tune running SB3 PPO trials (function trainable, 2 concurrent trials, random search)
+  (e) rltune, Ray executor (a local Ray started by the study, 2 actors; needs the ray extra)
 
 The PPO settings are rltune's defaults, given to SB3 where SB3 has the knob: 4 envs, 128-step
 rollouts, 4 minibatches of 128, 4 epochs, GAE lambda 0.95, clip 0.2 (value clip too),
@@ -62,11 +63,13 @@ PEER_NAMES = {
     "a'": "rltune ASHA (local, parallel 2)",
     "a''": "rltune HyperTrick (local, parallel 2)",
     "c'": "RL Zoo way: SB3 + Optuna TPE + median pruner",
+    "e": "rltune Ray executor (local Ray, 2 actors)",
 }
 # (a'), (a''): rltune's early termination, each trial a local worker's (a stopped trial frees its
 # worker for the next one; in a vmapped population its slot would idle once every trial has started).
 RLTUNE_PEERS = {"a": ("population", "fifo"), "b": ("local", "fifo"), "a'": ("local", {"name": "asha"}),
-                "a''": ("local", {"name": "hypertrick", "num_phases": 5, "r": 0.25})}
+                "a''": ("local", {"name": "hypertrick", "num_phases": 5, "r": 0.25}),
+                "e": ("ray", "fifo")}
 # (c'): RL Zoo's `--optimize` defaults: TPE sampler (multivariate, 10 startup trials), MedianPruner
 # (n_startup_trials=10, n_warmup_steps=n_evaluations // 3), the objective being the last
 # TrialEvalCallback evaluation (5 deterministic episodes). RL Zoo's default n_evaluations is one
@@ -128,7 +131,7 @@ def run_rltune(peer: str, args, out: Path, run: int = 1) -> dict:
     from rltune.tune.study import run_study
 
     executor, scheduler = RLTUNE_PEERS[peer]
-    tag = {"a": "population", "b": "local", "a'": "asha", "a''": "hypertrick"}[peer]
+    tag = {"a": "population", "b": "local", "a'": "asha", "a''": "hypertrick", "e": "ray"}[peer]
     spec = rltune_spec(f"peers-{tag}", executor, args.trials, args.steps, args.parallel, args.seed, scheduler)
     study_dir = out / (f"rltune-{tag}" if run == 1 else f"rltune-{tag}-run{run}")
     kwargs = {"population_size": args.population_size} if executor == "population" else {}
@@ -512,14 +515,15 @@ def print_profile(rows: list[dict]) -> None:
         return
     print()
     print("Profile (seconds; workers: summed over worker processes, `wait` = idle; from STUDY/profile.json)")
-    print("| peer | study wall | workers x wall | " + " | ".join(PROFILE_PHASES) + " | driver: storage | shutdown |")
-    print("|---|---|---|" + "---|" * len(PROFILE_PHASES) + "---|---|")
+    print("| peer | study wall | workers x wall | " + " | ".join(PROFILE_PHASES)
+          + " | driver: start | storage | shutdown |")
+    print("|---|---|---|" + "---|" * len(PROFILE_PHASES) + "---|---|---|")
     for r in rows:
         p = r["profile"]
         w, d = p["workers"], p["driver"]
         cells = " | ".join(f"{w.get(k, 0.0):.1f}" for k in PROFILE_PHASES)
         print(f"| {r['peer']} | {p['study_wall']:.1f} | {p['worker_processes']} x {w.get('wall', 0.0) / max(p['worker_processes'], 1):.1f} | "
-              f"{cells} | {d.get('storage', 0.0):.1f} | {d.get('shutdown', 0.0):.1f} |")
+              f"{cells} | {d.get('start', 0.0):.1f} | {d.get('storage', 0.0):.1f} | {d.get('shutdown', 0.0):.1f} |")
 
 
 def scaling(args, out: Path) -> list[dict]:

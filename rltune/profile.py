@@ -8,10 +8,12 @@ a phase inside another counts for itself only, and JAX's trace/compile time insi
 
 When the environment names a directory (`RLTUNE_PROFILE_DIR`, set by the study driver to
 `STUDY/profile/` before its workers start, so they inherit it), each process writes its table
-there as it ends (`dump`), and the driver merges them into `STUDY/profile.json` (`merge`).
+there as it ends (`dump`), and the driver merges them into `STUDY/profile.json` (`merge`). A
+worker in a Ray actor hands its table to the driver when it stops, and the driver writes it there.
 A worker's time not in any phase is "other"; its time before its first task is "start".
 
-Phases: start (process start to ready), setup (building a trial: config, init, recorder),
+Phases: start (a worker: process start to ready; the driver: starting its executor, a local
+Ray included), setup (building a trial: config, init, recorder),
 compile, train (training segments, compile excluded), log (metrics.jsonl + TensorBoard),
 checkpoint, eval (final evaluation), storage (the driver's own work: Optuna storage, scheduler,
 result files), shutdown (the driver stopping its workers), wait (a worker waiting for a task or
@@ -74,19 +76,28 @@ def process_age() -> float:
         return time.time() - _born
 
 
-def dump(role: str, wall: float, directory: str | Path | None = None) -> None:
-    """Write this process's table to `directory` (default $RLTUNE_PROFILE_DIR)/<role>-<pid>.json."""
+def table(role: str, wall: float) -> dict:
+    """This process's phase table, its untimed rest counted as "other"."""
+    phases = dict(TOTALS)
+    phases["other"] = max(wall - sum(phases.values()), 0.0)
+    return {"role": role, "pid": os.getpid(), "wall": wall, "phases": phases}
+
+
+def write(entry: dict, directory: str | Path | None = None) -> None:
+    """Write a table to `directory` (default $RLTUNE_PROFILE_DIR)/<role>-<pid>.json, for `merge`."""
     directory = directory or os.environ.get(ENV_DIR)
     if not directory:
         return
-    phases = dict(TOTALS)
-    phases["other"] = max(wall - sum(phases.values()), 0.0)
     try:
         Path(directory).mkdir(parents=True, exist_ok=True)
-        (Path(directory) / f"{role}-{os.getpid()}.json").write_text(
-            json.dumps({"role": role, "pid": os.getpid(), "wall": wall, "phases": phases}))
+        (Path(directory) / f"{entry['role']}-{entry['pid']}.json").write_text(json.dumps(entry))
     except OSError:  # a profile is never worth failing a study for
         pass
+
+
+def dump(role: str, wall: float, directory: str | Path | None = None) -> None:
+    """Write this process's table where the driver merges it (see `write`)."""
+    write(table(role, wall), directory)
 
 
 def merge(directory: Path, out: Path, study_wall: float) -> dict:
@@ -119,13 +130,13 @@ def reset() -> None:
 
 @contextmanager
 def lifetime(role: str, own_process: bool = True):
-    """A worker's whole life: its time before this is "start"; its table is dumped as it ends
-    (threads in a Ray actor share the actor's process: not profiled)."""
-    if not own_process:
-        yield
-        return
+    """A worker's whole life: its time before this is "start"; its table is dumped as it ends.
+    A worker thread in a Ray actor (`own_process=False`) is the only thread of its actor that
+    times phases; its table is kept in `LAST` for the actor to hand to the driver (its node may
+    share no filesystem with the driver), and its process's age is not its start (Ray starts
+    worker processes ahead of need)."""
     reset()
-    age = process_age()
+    age = process_age() if own_process else 0.0
     TOTALS["start"] += age
     start = time.perf_counter()
     with phase("setup"):
@@ -133,4 +144,10 @@ def lifetime(role: str, own_process: bool = True):
     try:
         yield
     finally:
-        dump(role, age + time.perf_counter() - start)
+        LAST.clear()
+        LAST.update(table(role, age + time.perf_counter() - start))
+        if own_process:
+            write(LAST)
+
+
+LAST: dict = {}  # the table of the last `lifetime` that ended in this process

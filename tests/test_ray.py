@@ -87,6 +87,13 @@ def test_builtin_study_runs_trials_on_both_nodes(cluster, tmp_path):
         assert json.loads((trial_dir / "summary.json").read_text())["env_steps"] == 4096
         assert list((trial_dir / "tb").rglob("events.out.tfevents.*"))
     assert (out / "best_config.yaml").exists()
+    # each actor's worker handed its profile table to the driver (nodes need share no files)
+    profile = json.loads((out / "profile.json").read_text())
+    assert profile["worker_processes"] == 2
+    assert profile["workers"]["train"] > 0 and profile["workers"]["compile"] > 0
+    assert profile["workers"]["wall"] <= 2 * profile["study_wall"]
+    assert profile["driver"]["start"] > 0  # connecting to the cluster, placing the actors
+    assert not (out / "profile").exists()  # merged, then removed
 
 
 def test_population_shards_on_ray(cluster, tmp_path):

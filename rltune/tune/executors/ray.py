@@ -180,10 +180,14 @@ class _TrialActor:
         for trial_dir in self.workdir.glob("*"):
             kill_trial_trainer(trial_dir, grace_period=1.0)
 
-    def stop(self) -> None:
+    def stop(self) -> dict:
+        """Stop the worker; its profile table (`rltune.profile`), for the driver to merge."""
+        from rltune import profile
+
         self.inbox.put(None)
         self.thread.join(timeout=10)
         shutil.rmtree(self.workdir, ignore_errors=True)
+        return dict(profile.LAST, role="ray-worker") if profile.LAST else {}
 
 
 @dataclasses.dataclass
@@ -392,6 +396,20 @@ class RayExecutor:
             self._events.append(Failed(other, "stopped with a timed-out member of its population"))
         self._new_actor()
 
+    @staticmethod
+    def _write_profile(ref) -> None:
+        """An actor's profile table into the driver's profile directory (`rltune.profile`)."""
+        import ray
+
+        from rltune import profile
+
+        try:
+            entry = ray.get(ref, timeout=0)
+        except Exception:  # an actor that failed to stop has no table: nothing to merge  # noqa: BLE001
+            return
+        if entry:
+            profile.write(entry)
+
     def shutdown(self, force: bool = False) -> None:
         import ray
 
@@ -404,7 +422,9 @@ class RayExecutor:
             else:
                 stops.append(actor.handle.stop.remote())
         if stops:
-            ray.wait(stops, num_returns=len(stops), timeout=15)
+            done, _ = ray.wait(stops, num_returns=len(stops), timeout=15)
+            for ref in done:
+                self._write_profile(ref)
         for actor in self.actors.values():
             ray.kill(actor.handle)
         self.actors.clear()
