@@ -368,8 +368,11 @@ class StudyDriver:
 
     def _pbt_round(self) -> None:
         """The barrier: once every member is paused at the same interval boundary (none runs,
-        none is left to launch), exploit/explore through their checkpoints; all then resume."""
-        if self.running or not self.pbt_rounds.waiting or not self._done_launching():
+        none is left to launch or to resume), exploit/explore through their checkpoints; all then
+        resume. With fewer slots than members, the members of the last round still waiting for a
+        slot (`ready`) have not reached the barrier yet: a round without them would rank only part
+        of the population."""
+        if self.running or self.pbt_rounds.ready or not self.pbt_rounds.waiting or not self._done_launching():
             return
         from rltune.config import to_dict
 
