@@ -195,7 +195,11 @@ def run_ray_pbt(args, out: Path) -> dict:
     tuner = tune.Tuner(
         tune.with_resources(_ray_pbt_trainable, {"cpu": 1}), param_space=space,
         tune_config=tune.TuneConfig(num_samples=args.members, scheduler=pbt, metric="reward", mode="max"),
+        # stop at the budget before PBT sees the last report: PBT ranks only unfinished members,
+        # so without it the last two live ones copy each other's earlier checkpoints for ever
+        # (each report at the budget is the bottom quantile's, exploited back to the other's past)
         run_config=tune.RunConfig(name="ray-pbt", storage_path=str((out / "ray_results").resolve()), verbose=0,
+                                  stop={"timesteps": args.steps},
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=4)))
     grid = tuner.fit()
     wall = time.perf_counter() - start
