@@ -193,7 +193,8 @@ def make_algo(config: ActorCriticConfig, info: EnvInfo, variant: Variant) -> off
 
 def policy_fn(config: ActorCriticConfig, variant: Variant):
     """Jitted `act(params, obs, rng, deterministic)`: the (best) actor's action, plus exploration
-    noise when not deterministic."""
+    noise when not deterministic (Gaussian of std `exploration_noise` for either noise type: a
+    stateless call has no OU state; the training loop carries that)."""
     info = off.agent_info(config)
     actor, critic = networks(config, info)
     _, hp = off.split_config(config)
