@@ -200,3 +200,38 @@ def test_replay_is_left_out_of_checkpoints_by_default(tmp_path):
     assert saved["replay"] == {}
     restored = serialization.from_state_dict(td3.init(config), saved)
     assert int(restored.replay.size) == 0 and int(restored.update) == 200
+
+
+# ---------------------------------------------------------------- exploration noise
+def test_ou_noise_has_the_stationary_variance_and_autocorrelation_of_its_ar1_form():
+    # x' = (1 - theta dt) x + sigma sqrt(dt) e: with theta dt = 0.1, a = 0.9, the stationary
+    # variance is sigma^2 dt / (1 - a^2) and the lag-1 autocorrelation a.
+    theta, sigma, dt = 1.0, 0.5, 0.1
+    a = 1 - theta * dt
+
+    def step(x, key):
+        x = ac.ou_step(x, key, theta, sigma, dt)
+        return x, x
+
+    _, xs = jax.lax.scan(step, np.zeros(512, np.float32), jax.random.split(jax.random.PRNGKey(0), 600))
+    xs = np.asarray(xs[100:])  # past the burn-in (0.9^100 ~ 3e-5)
+    var = sigma ** 2 * dt / (1 - a ** 2)
+    assert abs(xs.mean()) < 0.02
+    np.testing.assert_allclose(xs.var(), var, rtol=0.05)
+    lag1 = (xs[1:] * xs[:-1]).mean() / xs.var()
+    np.testing.assert_allclose(lag1, a, atol=0.01)
+
+
+@pytest.mark.parametrize("backend", ["gymnax", "gymnasium"])
+def test_ou_noise_state_is_carried_and_reset_at_episode_end(backend):
+    # Pendulum episodes are truncated at 200 steps: the noise is live mid-episode, zero right after.
+    config = make(td3, env="Pendulum-v1", backend=backend, total_steps=400, learning_starts=0,
+                  noise_type="ou", exploration_noise=0.5)
+    state = td3.init(config)
+    state, _ = td3.train_segment(config, state, 150)
+    assert np.all(np.asarray(state.noise) != 0.0)
+    state, _ = td3.train_segment(config, state, 50)
+    np.testing.assert_array_equal(np.asarray(state.noise), 0.0)
+    gaussian = make(td3, env="Pendulum-v1", backend=backend, total_steps=400, learning_starts=0)
+    state, _ = td3.train_segment(gaussian, td3.init(gaussian), 150)
+    np.testing.assert_array_equal(np.asarray(state.noise), 0.0)  # Gaussian noise keeps no state

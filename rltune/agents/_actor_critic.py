@@ -32,8 +32,16 @@ class ActorCriticConfig(off.OffPolicyConfig):
     learning_rate: float = param(3e-4, "Adam learning rate (actors and critics).", low=0.0, low_exclusive=True)
     tau: float = param(0.005, "Soft target update rate: target <- (1 - tau) target + tau online.",
                        low=0.0, high=1.0)
-    exploration_noise: float = param(0.1, "Std of the Gaussian exploration noise, as a fraction of "
-                                     "the action half-range.", low=0.0)
+    exploration_noise: float = param(0.1, "Std of the exploration noise (sigma of the OU process "
+                                     "with --noise-type ou), as a fraction of the action half-range.",
+                                     low=0.0)
+    noise_type: str = param("gaussian", "Exploration noise: independent Gaussian per step, or an "
+                            "Ornstein-Uhlenbeck process per env (temporally correlated, reset at "
+                            "episode end; RL Zoo's 'ornstein-uhlenbeck').", choices=("gaussian", "ou"),
+                            static=True)
+    ou_theta: float = param(0.15, "OU mean reversion rate (per unit of --ou-dt).", low=0.0)
+    ou_dt: float = param(0.01, "OU time step: x <- x - theta x dt + sigma sqrt(dt) N(0, 1) (SB3's "
+                         "defaults: theta 0.15, dt 0.01).", low=0.0, low_exclusive=True)
     hidden_size: int = param(256, "Units per hidden layer (actor and critic).", low=1, static=True)
     hidden_layers: int = param(2, "Hidden layers (actor and critic).", low=1, static=True)
     activation: str = param("relu", "Hidden activation.", choices=("tanh", "relu"), static=True)
@@ -77,6 +85,16 @@ def _adam():
     return optax.scale_by_adam()  # the traced learning rate is applied by off.apply_lr
 
 
+# ---------------------------------------------------------------- exploration noise
+def ou_step(x, rng, theta, sigma, dt):
+    """One Euler-Maruyama step of the mean-zero Ornstein-Uhlenbeck process dx = -theta x dt +
+    sigma dW. As a discrete AR(1) process x' = (1 - theta dt) x + sigma sqrt(dt) e, its stationary
+    variance is sigma^2 dt / (1 - (1 - theta dt)^2) and its lag-1 autocorrelation 1 - theta dt:
+    with SB3's theta 0.15, dt 0.01 the noise drifts over hundreds of steps, which is what lets
+    a car rock itself up MountainCarContinuous's hill before it has seen any reward."""
+    return x - theta * x * dt + sigma * jnp.sqrt(dt) * jax.random.normal(rng, x.shape)
+
+
 # ---------------------------------------------------------------- value estimates
 def min_q(critic, variant, critic_params, obs, action):
     return jnp.min(jnp.stack([critic.apply(critic_params[n], obs, action) for n in critic_names(variant)]), 0)
@@ -117,14 +135,18 @@ def make_algo(config: ActorCriticConfig, info: EnvInfo, variant: Variant) -> off
         opt_state = {n: _adam().init(params[n]) for n in params}
         return off.Learner(params, params, opt_state, jnp.zeros((), jnp.int32))
 
-    def explore(hp, params, obs, rng, env_steps):
+    def explore(hp, params, obs, rng, env_steps, noise):
         k_noise, k_uniform = jax.random.split(rng)
         action = best_action(actor, critic, variant, params, obs)
-        noise = jax.random.normal(k_noise, action.shape) * hp["exploration_noise"] * _half_range(info)
-        action = _clip(action + noise, info)
+        if config.noise_type == "ou":
+            noise = ou_step(noise, k_noise, hp["ou_theta"], hp["exploration_noise"], hp["ou_dt"])
+            step = noise
+        else:
+            step = jax.random.normal(k_noise, action.shape) * hp["exploration_noise"]
+        action = _clip(action + step * _half_range(info), info)
         uniform = jax.random.uniform(k_uniform, action.shape, minval=jnp.asarray(info.action_low),
                                      maxval=jnp.asarray(info.action_high))
-        return jnp.where(env_steps < config.learning_starts, uniform, action)
+        return jnp.where(env_steps < config.learning_starts, uniform, action), noise
 
     def update(hp, learner: off.Learner, batch, rng):
         params, target, opt_state = learner.params, learner.target_params, learner.opt_state
@@ -171,7 +193,8 @@ def make_algo(config: ActorCriticConfig, info: EnvInfo, variant: Variant) -> off
 
 def policy_fn(config: ActorCriticConfig, variant: Variant):
     """Jitted `act(params, obs, rng, deterministic)`: the (best) actor's action, plus exploration
-    noise when not deterministic."""
+    noise when not deterministic (Gaussian of std `exploration_noise` for either noise type: a
+    stateless call has no OU state; the training loop carries that)."""
     info = off.agent_info(config)
     actor, critic = networks(config, info)
     _, hp = off.split_config(config)

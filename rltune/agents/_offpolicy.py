@@ -67,7 +67,7 @@ class Learner(NamedTuple):
 
 class Algo(NamedTuple):
     init_learner: Callable  # (rng, hp) -> Learner
-    explore: Callable  # (hp, params, obs, rng, env_steps) -> batched action
+    explore: Callable  # (hp, params, obs, rng, env_steps, noise) -> (batched action, noise)
     update: Callable  # (hp, learner, batch, rng) -> (learner, metrics)
     metric_names: tuple[str, ...]
     action_shape: tuple[int, ...]
@@ -92,6 +92,7 @@ class OffPolicyState:
     replay: rb.Replay
     env_state: Any  # gymnax env states (None on the host path)
     obs: Any  # current observations (None on the host path: the VecEnv keeps them)
+    noise: Any  # per-env exploration noise state (OU noise; zeros otherwise), reset at episode end
     rng: jnp.ndarray
     episodes: EpisodeStats
     update: Any  # vector env steps so far
@@ -135,17 +136,18 @@ def init(make_algo, config, rng=None) -> OffPolicyState:
     replay = rb.init(config.buffer_size, info.obs_shape,
                      obs_dtype, algo.action_shape, algo.action_dtype, host=host,
                      checkpoint=config.save_replay)
+    noise = np.zeros((config.num_envs, *algo.action_shape), np.float32)
     common = dict(params=learner.params, target_params=learner.target_params, opt_state=learner.opt_state,
                   grad_steps=learner.grad_steps, replay=replay, rng=rng)
     if host:
         venv = gym_vec.VecEnv(config.env, config.num_envs, config.seed)
         episodes = jax.tree.map(np.asarray, init_episode_stats(config.num_envs, config.reward_window))
-        return OffPolicyState(**common, env_state=None, obs=None, episodes=episodes,
+        return OffPolicyState(**common, env_state=None, obs=None, noise=noise, episodes=episodes,
                               update=np.zeros((), np.int64), env_steps=np.zeros((), np.int64),
                               host=HostEnv(venv, np.random.default_rng(config.seed)))
     env, env_params = make_gymnax(config.env)
     obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_env, config.num_envs), env_params)
-    return OffPolicyState(**common, env_state=env_state, obs=obs.astype(jnp.float32),
+    return OffPolicyState(**common, env_state=env_state, obs=obs.astype(jnp.float32), noise=jnp.asarray(noise),
                           episodes=init_episode_stats(config.num_envs, config.reward_window),
                           update=jnp.zeros((), jnp.int32), env_steps=jnp.zeros((), jnp.int32))
 
@@ -197,6 +199,11 @@ def _sync_target(algo: Algo, hp, learner: Learner, steps_before, steps_after) ->
     return learner._replace(target_params=target)
 
 
+def _reset_noise(noise, done, xp=jnp):
+    """Zero the noise state of the envs whose episode ended (as SB3 resets its action noise)."""
+    return xp.where(done.reshape(done.shape + (1,) * (noise.ndim - 1)), 0.0, noise).astype(noise.dtype)
+
+
 def _metrics(algo: Algo, sums, episodes: EpisodeStats, xp=jnp):
     n = xp.maximum(sums["train_phases"], 1.0)
     out = {k: sums[k] / n for k in algo.metric_names}  # 0.0 before learning starts
@@ -215,7 +222,7 @@ def _segment_jit(make_algo, config, info: EnvInfo, hp, state: OffPolicyState, nu
     def vector_step(_, carry):
         state, sums = carry
         rng, k_act, k_env, k_sample, k_learn = jax.random.split(state.rng, 5)
-        action = algo.explore(hp, state.params, state.obs, k_act, state.env_steps)
+        action, noise = algo.explore(hp, state.params, state.obs, k_act, state.env_steps, state.noise)
         keys = jax.random.split(k_env, config.num_envs)
         obs, env_state, reward, terminated, truncated, out = jax.vmap(
             env.step, in_axes=(0, 0, 0, None))(keys, state.env_state, action, env_params)
@@ -223,8 +230,9 @@ def _segment_jit(make_algo, config, info: EnvInfo, hp, state: OffPolicyState, nu
         replay = rb.add(state.replay, state.obs, action, reward, out["final_observation"].astype(jnp.float32),
                         terminated.astype(jnp.float32))
         steps_before = state.env_steps
+        done = jnp.logical_or(terminated, truncated)
         state = state.replace(env_state=env_state, obs=obs.astype(jnp.float32), rng=rng, replay=replay,
-                              episodes=record_step(state.episodes, reward, jnp.logical_or(terminated, truncated)),
+                              noise=_reset_noise(noise, done), episodes=record_step(state.episodes, reward, done),
                               update=state.update + 1, env_steps=state.env_steps + config.num_envs)
 
         def learn(args):
@@ -257,9 +265,10 @@ def _host_fns(make_algo, config, info: EnvInfo) -> _HostFns:
     algo = make_algo(config, info)
 
     @jax.jit
-    def act(hp, params, obs, rng, env_steps):
+    def act(hp, params, obs, rng, env_steps, noise):
         rng, key = jax.random.split(rng)
-        return algo.explore(hp, params, obs, key, env_steps), rng
+        action, noise = algo.explore(hp, params, obs, key, env_steps, noise)
+        return action, noise, rng
 
     @jax.jit
     def learn(hp, learner, batches, rng, sums):
@@ -280,17 +289,19 @@ def _segment_host(make_algo, config, info: EnvInfo, hp, state: OffPolicyState, n
     algo = fns.algo
     venv, np_rng = state.host.venv, state.host.np_rng
     learner, rng, replay, episodes = _learner(state), state.rng, state.replay, state.episodes
+    noise = np.asarray(state.noise)
     update, env_steps = int(state.update), int(state.env_steps)
     sums = _zero_sums(algo)
     every = max(1, int(algo.target_every(hp))) if algo.target_every is not None else 0
     n_sample = config.gradient_steps * config.batch_size
     for _ in range(num_updates):
         obs = venv.obs
-        action, rng = fns.act(hp, learner.params, obs, rng, env_steps)
-        action = np.asarray(action)
+        action, noise, rng = fns.act(hp, learner.params, obs, rng, env_steps, noise)
+        action, noise = np.asarray(action), np.asarray(noise)
         out = venv.step(action)
         replay = rb.add_np(replay, obs, action, out.train_reward, out.final_obs, out.train_terminated)
         episodes = record_step_np(episodes, out.reward, out.terminated | out.truncated)
+        noise = _reset_noise(noise, np.asarray(out.terminated | out.truncated), np)
         steps_before, update, env_steps = env_steps, update + 1, env_steps + config.num_envs
         if update % config.train_freq == 0 and int(replay.size) >= config.learning_starts:
             batch = rb.sample_np(replay, np_rng, n_sample)
@@ -299,7 +310,7 @@ def _segment_host(make_algo, config, info: EnvInfo, hp, state: OffPolicyState, n
         if every and env_steps // every > steps_before // every:
             learner = fns.sync(learner)
     state = _with_learner(state, learner).replace(
-        rng=rng, replay=replay, episodes=episodes, update=np.asarray(update, np.int64),
+        rng=rng, replay=replay, noise=noise, episodes=episodes, update=np.asarray(update, np.int64),
         env_steps=np.asarray(env_steps, np.int64))
     return state, fns.metrics(sums, episodes)
 

@@ -111,12 +111,12 @@ def make_algo(config: DQNConfig, info: EnvInfo) -> off.Algo:
         params = network.init(rng, jnp.zeros((1, *info.obs_shape), jnp.float32))
         return off.Learner(params, params, _optimizer(hp).init(params), jnp.zeros((), jnp.int32))
 
-    def explore(hp, params, obs, rng, env_steps):
+    def explore(hp, params, obs, rng, env_steps, noise):
         k_coin, k_random = jax.random.split(rng)
         greedy = jnp.argmax(network.apply(params, obs), -1).astype(jnp.int32)
         random = jax.random.randint(k_random, greedy.shape, 0, info.num_actions)
         coin = jax.random.uniform(k_coin, greedy.shape) < epsilon(config, hp, env_steps)
-        return jnp.where(coin, random, greedy)
+        return jnp.where(coin, random, greedy), noise  # epsilon-greedy keeps no noise state
 
     def update(hp, learner: off.Learner, batch, rng):
         grads, metrics = jax.grad(partial(td_loss, network, hp, config.double_dqn, huber), has_aux=True)(
