@@ -49,6 +49,9 @@ class A2CConfig(on.OnPolicyConfig):
     normalize_obs: bool = param(False, "Normalize observations by a running mean and std, updated "
                                 "after every rollout and saved with the parameters (evaluation and "
                                 "load_agent apply it). For MuJoCo.", static=True)
+    bounded_mean: bool = param(False, "Gaussian policies: squash the mean into the action bounds "
+                               "(tanh), so it cannot run past them where clipped actions stop "
+                               "telling it apart.", static=True)
 
     @property
     def rollout_length(self) -> int:
@@ -63,7 +66,9 @@ METRIC_NAMES = ("loss", "policy_loss", "value_loss", "entropy")
 def make_network(config: A2CConfig, info: EnvInfo) -> ActorCritic:
     return ActorCritic(hidden=(config.hidden_size,) * config.hidden_layers, action_dim=info.num_actions,
                        discrete=info.discrete, activation=config.activation, obs_ndim=len(info.obs_shape),
-                       shared_torso=config.shared_torso, normalize_obs=config.normalize_obs)
+                       shared_torso=config.shared_torso, normalize_obs=config.normalize_obs,
+                       mean_bounds=((info.action_low, info.action_high)
+                                    if config.bounded_mean and not info.discrete else None))
 
 
 def _optimizer(config: A2CConfig, hp) -> optax.GradientTransformation:
