@@ -93,6 +93,37 @@ def test_vtrace_without_lag_is_gae(lam):
     assert np.all(np.asarray(rho) == 1.0)
 
 
+def test_a_stale_rollout_is_importance_weighted_and_none_ignores_the_lag():
+    # Pendulum (Gaussian): a fresh rollout has weights 1; one acted with the parameters of an
+    # update ago has weights below 1, and correction none learns from it unweighted.
+    common = {**TINY, "env": "Pendulum-v1", "total_steps": 3200, "learning_rate": 0.05, "anneal_lr": False}
+    configs = {c: from_dict(a3c.Config, {**common, "correction": c}) for c in ("vtrace", "none")}
+    actor = a3c.Actor(configs["vtrace"], 0)
+    learners = {c: a3c.Learner(config, a3c.init(configs["vtrace"])) for c, config in configs.items()}
+    params0 = learners["vtrace"].state.params
+    fresh, stale = actor.collect(params0, 0), actor.collect(params0, 0)
+    for learner in learners.values():
+        learner.step([fresh])
+        assert float(learner.sums["importance_weight"]) == pytest.approx(1.0, abs=1e-5)
+        learner.step([stale])  # lag 1
+        assert 0.0 < float(learner.sums["importance_weight"]) - 1.0 < 0.99
+    got = {c: ravel_pytree(learner.state.params)[0] for c, learner in learners.items()}
+    assert np.abs(np.asarray(got["vtrace"]) - np.asarray(got["none"])).max() > 1e-4
+
+
+def test_bounded_mean_keeps_the_gaussian_mean_inside_the_action_bounds():
+    config = from_dict(a2c.Config, {"env": "Pendulum-v1", "hidden_size": 8, "bounded_mean": True})
+    info = env_info("Pendulum-v1")
+    network = a2c.make_network(config, info)
+    params = network.init(jax.random.PRNGKey(0), np.zeros(3, np.float32))
+    params = jax.tree.map(lambda x: x * 100.0, params)  # a mean far past the bounds unbounded
+    (mean, _), _ = network.apply(params, np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32) * 10)
+    assert np.all(np.abs(np.asarray(mean)) <= 2.0) and np.abs(np.asarray(mean)).max() > 1.9
+    unbounded = a2c.make_network(from_dict(a2c.Config, {"env": "Pendulum-v1", "hidden_size": 8}), info)
+    (raw, _), _ = unbounded.apply(params, np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32) * 10)
+    np.testing.assert_allclose(mean, 2.0 * np.tanh(raw), rtol=1e-5, atol=1e-6)
+
+
 def test_policy_lag_and_episodes_are_accounted_per_rollout():
     # Probe-Truncation-v0: episodes of exactly 10 steps with return 10.
     config = from_dict(a3c.Config, {**TINY, "env": "Probe-Truncation-v0", "total_steps": 3200, "reward_window": 50})
