@@ -17,7 +17,8 @@ another process and back. Prints the load average: on shared cores wall times ar
 a3c-pendulum flags, 1M steps, `--seeds`, default 0) from one in-process actor that always acts
 with the parameters of exactly L updates ago, and prints the mean return of the last 100
 training episodes and the mean truncated importance weight: what a policy lag of L alone does
-to learning, with each `--correction` (vtrace, none; default vtrace).
+to learning, with each `--correction` (vtrace, none; default vtrace) and any flag changed by
+`--set FIELD=VALUE`.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def prediction_costs(repeats: int = 2000) -> tuple[float, float]:
     return local, trip
 
 
-def lag_sweep(lags: list[int], corrections: list[str], seeds: list[int]) -> None:
+def lag_sweep(lags: list[int], corrections: list[str], seeds: list[int], overrides: list[str]) -> None:
     import collections
 
     from onpolicy import RUNS as ONPOLICY  # benchmarks/onpolicy.py, next to this script
@@ -99,6 +100,8 @@ def lag_sweep(lags: list[int], corrections: list[str], seeds: list[int]) -> None
     values = {k.replace("-", "_"): v for k, v in flags.items()
               if k not in ("num-actors", "queue-size", "max-policy-lag", "rollouts-per-update")}
     values.update(env=env, total_steps=steps, num_actors=1, num_envs=2 * flags["num-envs"])
+    for key, value in (item.split("=", 1) for item in overrides):
+        values[key.replace("-", "_")] = value
     for correction, lag, seed in ((c, lag, s) for c in corrections for lag in lags for s in seeds):
         # one actor with both actors' envs: a2c's batch
         config = from_dict(a3c.Config, {**values, "correction": correction, "seed": seed})
@@ -125,11 +128,13 @@ def main() -> None:
     parser.add_argument("--correction", nargs="+", default=["vtrace"], choices=("vtrace", "none"),
                         help="a3c's off-policy correction(s) for --lag-sweep.")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="Seeds for --lag-sweep.")
+    parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
+                        help="Change a3c-pendulum's flags for --lag-sweep, e.g. bounded-mean=false.")
     parser.add_argument("--lag-sweep", type=int, nargs="+", default=None, metavar="LAG",
                         help="Only the fixed-lag Pendulum experiment, for these lags.")
     args = parser.parse_args()
     if args.lag_sweep is not None:
-        return lag_sweep(args.lag_sweep, args.correction, args.seeds)
+        return lag_sweep(args.lag_sweep, args.correction, args.seeds, args.set)
     root = args.out or tempfile.mkdtemp(prefix="rltune-a3c-vs-a2c-")
     for backend, steps in (("gymnax", args.steps), ("gymnasium", args.host_steps)):
         for label, agent, flags in RUNS:
