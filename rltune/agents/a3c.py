@@ -5,15 +5,23 @@
 gymnax rollouts of `t_max` steps on gymnax ids, the Gymnasium host loop otherwise: the pieces of
 rltune/agents/_onpolicy.py) with a copy of the policy, and put every rollout on one bounded
 queue. The learner (the training process) takes rollouts from the queue in arrival order and
-applies a2c's update to each: n-step returns (GAE, lambda 1 by default), policy + value loss -
-entropy bonus, one RMSprop/Adam step. After every update it publishes the new parameters in
-shared memory; an actor reads the newest ones when it starts a rollout. An actor therefore acts
-with parameters that lag: the *policy lag* of a rollout is the learner's version (updates done)
-when it learns from the rollout minus the version the actor acted with. The queue's size bounds
-it (an actor waits while the queue is full); `policy_lag_mean` and `policy_lag_max` report it
-per segment, over the rollouts learned from; `max_policy_lag` drops staler ones
-(`stale_rollouts` counts them). The learner re-evaluates V on the rollout with its current parameters before the
-update, so a rollout collected without lag gives exactly a2c's update.
+applies a2c's update to each: policy + value loss - entropy bonus, one RMSprop/Adam step. After
+every update it publishes the new parameters in shared memory; an actor reads the newest ones
+when it starts a rollout. An actor therefore acts with parameters that lag: the *policy lag* of
+a rollout is the learner's version (updates done) when it learns from the rollout minus the
+version the actor acted with. The queue's size bounds it (an actor waits while the queue is
+full); `policy_lag_mean` and `policy_lag_max` report it per segment, over the rollouts learned
+from; `max_policy_lag` drops staler ones (`stale_rollouts` counts them).
+
+Lagging rollouts are off-policy data. With `correction: vtrace` (the default) the learner turns
+the behaviour log-probs the actors recorded and its own log-probs into truncated importance
+weights (V-trace, Espeholt et al. 2018, rho_bar = c_bar = 1, lambda = `gae_lambda`) for the
+value targets and the policy gradient (`importance_weight` reports their mean); `none` uses
+a2c's GAE targets as if the rollout were on-policy. V is always re-evaluated with the learner's
+parameters, and without lag both give exactly a2c's update (the ratios are 1). On Pendulum a
+fixed lag of 1 to 4 updates broke learning without the correction (the Gaussian mean ran past
+the action bounds, where clipped actions all look alike; `bounded_mean` keeps it inside) and
+not with it: README, "On-policy agents".
 
 No batched prediction (GA3C's predictor process): every actor evaluates its small network on
 its own batch of `num_envs` observations, which costs less than a round trip through a queue to
