@@ -74,6 +74,11 @@ RUNS = {
     # normalized observations, rewards scaled by 0.1: the README's a2c Hopper row.
     "a2c-hopper-rms": ("a2c", "Hopper-v5", 1_000_000, None, {
         "num-envs": 4, "t-max": 5, "ent-coef": 0.0, "normalize-obs": "true", "reward-scale": 0.1}),
+    # The same a2c settings on HalfCheetah and Reacher (Reacher's small rewards unscaled, as for ppo).
+    "a2c-halfcheetah": ("a2c", "HalfCheetah-v5", 1_000_000, None, {
+        "num-envs": 4, "t-max": 5, "ent-coef": 0.0, "normalize-obs": "true", "reward-scale": 0.1}),
+    "a2c-reacher": ("a2c", "Reacher-v5", 1_000_000, None, {
+        "num-envs": 4, "t-max": 5, "ent-coef": 0.0, "normalize-obs": "true"}),
 }
 
 
