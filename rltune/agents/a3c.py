@@ -18,10 +18,10 @@ the behaviour log-probs the actors recorded and its own log-probs into truncated
 weights (V-trace, Espeholt et al. 2018, rho_bar = c_bar = 1, lambda = `gae_lambda`) for the
 value targets and the policy gradient (`importance_weight` reports their mean); `none` uses
 a2c's GAE targets as if the rollout were on-policy. V is always re-evaluated with the learner's
-parameters, and without lag both give exactly a2c's update (the ratios are 1). On Pendulum a
-fixed lag of 1 to 4 updates broke learning without the correction (the Gaussian mean ran past
-the action bounds, where clipped actions all look alike; `bounded_mean` keeps it inside) and
-not with it: README, "On-policy agents".
+parameters, and without lag both give exactly a2c's update (the ratios are 1). On Pendulum
+(with `bounded_mean`, which keeps the Gaussian mean inside the action bounds) a fixed lag of 1
+to 4 updates mostly broke learning without the correction and mostly not with it: README,
+"On-policy agents".
 
 No batched prediction (GA3C's predictor process): every actor evaluates its small network on
 its own batch of `num_envs` observations, which costs less than a round trip through a queue to
