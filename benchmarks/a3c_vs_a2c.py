@@ -14,9 +14,11 @@ Also times what GA3C's batched prediction would replace: one local policy call o
 another process and back. Prints the load average: on shared cores wall times are upper bounds.
 
 `--lag-sweep L...` trains a3c's learner in this process on Pendulum-v1 (benchmarks/onpolicy.py's
-a3c-pendulum flags, 1M steps, seed 0) from one in-process actor that always acts with the
-parameters of exactly L updates ago, and prints the mean return of the last 100 training
-episodes: what a policy lag of L alone does to learning.
+a3c-pendulum flags, 1M steps, `--seeds`, default 0) from one in-process actor that always acts
+with the parameters of exactly L updates ago, and prints the mean return of the last 100
+training episodes and the mean truncated importance weight: what a policy lag of L alone does
+to learning, with each `--correction` (vtrace, none; default vtrace) and any flag changed by
+`--set FIELD=VALUE`.
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ def prediction_costs(repeats: int = 2000) -> tuple[float, float]:
     return local, trip
 
 
-def lag_sweep(lags: list[int], seed: int = 0) -> None:
+def lag_sweep(lags: list[int], corrections: list[str], seeds: list[int], overrides: list[str]) -> None:
     import collections
 
     from onpolicy import RUNS as ONPOLICY  # benchmarks/onpolicy.py, next to this script
@@ -97,9 +99,12 @@ def lag_sweep(lags: list[int], seed: int = 0) -> None:
     _, env, steps, _, flags = ONPOLICY["a3c-pendulum"]
     values = {k.replace("-", "_"): v for k, v in flags.items()
               if k not in ("num-actors", "queue-size", "max-policy-lag", "rollouts-per-update")}
-    values.update(env=env, total_steps=steps, seed=seed, num_actors=1, num_envs=2 * flags["num-envs"])
-    config = from_dict(a3c.Config, values)  # one actor with both actors' envs: a2c's batch
-    for lag in lags:
+    values.update(env=env, total_steps=steps, num_actors=1, num_envs=2 * flags["num-envs"])
+    for key, value in (item.split("=", 1) for item in overrides):
+        values[key.replace("-", "_")] = value
+    for correction, lag, seed in ((c, lag, s) for c in corrections for lag in lags for s in seeds):
+        # one actor with both actors' envs: a2c's batch
+        config = from_dict(a3c.Config, {**values, "correction": correction, "seed": seed})
         start = time.perf_counter()
         actor, learner = a3c.Actor(config, 0), a3c.Learner(config, a3c.init(config))
         history = collections.deque([(0, learner.state.params)], maxlen=lag + 1)  # oldest first
@@ -107,9 +112,11 @@ def lag_sweep(lags: list[int], seed: int = 0) -> None:
             version, params = history[0]
             learner.step([actor.collect(params, version)])
             history.append((learner.version, learner.state.params))
-        reward = float(learner.metrics()["episode_return"])
-        print(f"Pendulum-v1, policy lag {lag} for every rollout: training reward (last 100 episodes) "
-              f"{reward:.1f} after {config.num_updates * config.steps_per_update} steps | "
+        metrics = learner.metrics()
+        reward, weight = float(metrics["episode_return"]), float(metrics["importance_weight"])
+        print(f"Pendulum-v1, correction {correction}, policy lag {lag} for every rollout, seed {seed}: training reward (last 100 episodes) "
+              f"{reward:.1f} after {config.num_updates * config.steps_per_update} steps, mean importance weight "
+              f"{weight:.3f} | "
               f"{time.perf_counter() - start:.0f} s (load avg {open('/proc/loadavg').read().split()[0]})", flush=True)
 
 
@@ -118,11 +125,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200_000, help="Env steps per gymnax run.")
     parser.add_argument("--host-steps", type=int, default=100_000, help="Env steps per Gymnasium run.")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--correction", nargs="+", default=["vtrace"], choices=("vtrace", "none"),
+                        help="a3c's off-policy correction(s) for --lag-sweep.")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="Seeds for --lag-sweep.")
+    parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
+                        help="Change a3c-pendulum's flags for --lag-sweep, e.g. bounded-mean=false.")
     parser.add_argument("--lag-sweep", type=int, nargs="+", default=None, metavar="LAG",
                         help="Only the fixed-lag Pendulum experiment, for these lags.")
     args = parser.parse_args()
     if args.lag_sweep is not None:
-        return lag_sweep(args.lag_sweep)
+        return lag_sweep(args.lag_sweep, args.correction, args.seeds, args.set)
     root = args.out or tempfile.mkdtemp(prefix="rltune-a3c-vs-a2c-")
     for backend, steps in (("gymnax", args.steps), ("gymnasium", args.host_steps)):
         for label, agent, flags in RUNS:

@@ -35,13 +35,14 @@ RUNS = {
         "ent-coef": 0.0, "optimizer": "adam", "normalize-advantages": "true", "reward-scale": 0.1,
         "max-grad-norm": 10.0}),
     # a3c: 2 actor processes x 4 envs (defaults). Pendulum: a2c's flags and batch (2 rollouts of
-    # 8 envs x 8 steps an update) plus an entropy bonus. A policy lag of 2 or more updates derails
-    # it (the policy saturates at the action bounds), so the queue holds 1 rollout and staler ones
-    # are dropped; without the entropy bonus 2 of 2 seeds still collapsed or stalled (-362, -397).
+    # 8 envs x 8 steps an update) plus an entropy bonus and the Gaussian mean bounded to the
+    # action range (unbounded, a lagging learner's mean runs past the bounds, where clipped
+    # actions all look alike, and stays there). V-trace (the default correction) handles the
+    # lag; rollouts staler than 4 updates (a descheduled actor) are dropped.
     "a3c-cartpole": ("a3c", "CartPole-v1", 500_000, 475.0, {}),
     "a3c-pendulum": ("a3c", "Pendulum-v1", 1_000_000, -250.0, {
-        "num-actors": 2, "num-envs": 8, "t-max": 8, "rollouts-per-update": 2, "queue-size": 1,
-        "max-policy-lag": 1, "gamma": 0.9, "gae-lambda": 0.9, "learning-rate": 2e-3, "ent-coef": 0.01,
+        "num-actors": 2, "num-envs": 8, "t-max": 8, "rollouts-per-update": 2, "max-policy-lag": 4,
+        "bounded-mean": "true", "gamma": 0.9, "gae-lambda": 0.9, "learning-rate": 2e-3, "ent-coef": 0.01,
         "optimizer": "adam", "normalize-advantages": "true", "reward-scale": 0.1, "max-grad-norm": 10.0}),
     "ppo-cartpole": ("ppo", "CartPole-v1", 500_000, 475.0, {}),
     # The defaults end near -900 here: RL Zoo's Pendulum shape (4 x 1024 steps, 10 epochs, 32
@@ -73,6 +74,11 @@ RUNS = {
     # normalized observations, rewards scaled by 0.1: the README's a2c Hopper row.
     "a2c-hopper-rms": ("a2c", "Hopper-v5", 1_000_000, None, {
         "num-envs": 4, "t-max": 5, "ent-coef": 0.0, "normalize-obs": "true", "reward-scale": 0.1}),
+    # The same a2c settings on HalfCheetah and Reacher (Reacher's small rewards unscaled, as for ppo).
+    "a2c-halfcheetah": ("a2c", "HalfCheetah-v5", 1_000_000, None, {
+        "num-envs": 4, "t-max": 5, "ent-coef": 0.0, "normalize-obs": "true", "reward-scale": 0.1}),
+    "a2c-reacher": ("a2c", "Reacher-v5", 1_000_000, None, {
+        "num-envs": 4, "t-max": 5, "ent-coef": 0.0, "normalize-obs": "true"}),
 }
 
 

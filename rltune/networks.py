@@ -49,6 +49,8 @@ class ActorCritic(nn.Module):
     # (updated outside the gradient step, see rltune.agents._onpolicy.update_obs_stats), so the
     # statistics travel with the parameters into checkpoints, evaluation and load_agent.
     normalize_obs: bool = False
+    # Gaussian mean squashed into (low, high) by tanh (per action dimension); None: unbounded.
+    mean_bounds: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     @nn.compact
     def __call__(self, obs):
@@ -73,6 +75,9 @@ class ActorCritic(nn.Module):
                      else jnp.zeros(obs.shape[:-1], obs.dtype))
         if self.discrete:
             return actor_out, value
+        if self.mean_bounds is not None:
+            low, high = (jnp.asarray(b, jnp.float32) for b in self.mean_bounds)
+            actor_out = (high + low) / 2 + (high - low) / 2 * jnp.tanh(actor_out)
         log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))
         return (actor_out, jnp.broadcast_to(log_std, actor_out.shape)), value
 

@@ -47,6 +47,83 @@ def test_the_learners_update_on_rollouts_is_a2cs(batched):
     assert np.abs(np.asarray(flat) - np.asarray(ravel_pytree(state.params)[0])).max() > 0
 
 
+VTRACE_ROLLOUT = {"rewards": [1.0, 2.0, 3.0], "values": [0.5, 1.0, 1.5], "last_value": 2.0, "gamma": 0.9,
+                  "ratios": [0.5, 2.0, 1.0]}  # pi/mu: rho = c = (0.5, 1, 1) after truncation at 1
+
+
+def _vtrace(dones, lam, ratios=VTRACE_ROLLOUT["ratios"]):
+    r = VTRACE_ROLLOUT
+    out = on.vtrace(np.log(np.asarray(ratios, np.float32)), np.asarray(r["rewards"], np.float32),
+                    np.asarray(r["values"], np.float32), np.asarray(dones, bool),
+                    np.asarray(r["last_value"], np.float32), r["gamma"], lam)
+    return [np.asarray(x) for x in out]
+
+
+def test_vtrace_by_hand_with_truncated_ratios_and_an_episode_end():
+    # deltas rho (r + 0.9 V' - V): 0.5 (1 + 0.9 - 0.5) = 0.7, 2 + 1.35 - 1 = 2.35, 3 + 1.8 - 1.5 = 3.3
+    # lam 1: corrections 3.3; 2.35 + 0.9 * 3.3 = 5.32; 0.7 + 0.9 * 0.5 * 5.32 = 3.094
+    targets, adv, rho = _vtrace([0, 0, 0], 1.0)
+    np.testing.assert_allclose(targets, [3.594, 6.32, 4.8], rtol=1e-6)
+    # adv = r + 0.9 * target' - V (target' of the last step: V(last obs) = 2)
+    np.testing.assert_allclose(adv, [1 + 0.9 * 6.32 - 0.5, 2 + 0.9 * 4.8 - 1.0, 3.3], rtol=1e-6)
+    np.testing.assert_allclose(rho, [0.5, 1.0, 1.0])
+    # An episode ends at step 1: nothing flows back across it (delta_1 = 2 - 1 = 1).
+    targets, adv, _ = _vtrace([0, 1, 0], 1.0)
+    np.testing.assert_allclose(targets, [0.5 + 0.7 + 0.9 * 0.5 * 1.0, 2.0, 4.8], rtol=1e-6)
+    np.testing.assert_allclose(adv, [1 + 0.9 * 2.0 - 0.5, 1.0, 3.3], rtol=1e-6)
+    # lam 0.5: c = (0.25, 0.5, 0.5); corrections 3.3, 2.35 + 0.45 * 3.3 = 3.835, 0.7 + 0.225 * 3.835;
+    # adv mixes target' and V' half and half.
+    targets, adv, _ = _vtrace([0, 0, 0], 0.5)
+    np.testing.assert_allclose(targets, [0.5 + 0.7 + 0.225 * 3.835, 1.0 + 3.835, 4.8], rtol=1e-6)
+    np.testing.assert_allclose(adv, [1 + 0.9 * (0.5 * 4.835 + 0.5 * 1.0) - 0.5, 2 + 0.9 * (0.5 * 4.8 + 0.5 * 1.5) - 1.0,
+                                     3.3], rtol=1e-6)
+
+
+@pytest.mark.parametrize("lam", [1.0, 0.9])
+def test_vtrace_without_lag_is_gae(lam):
+    # Equal policies (log ratios 0): the targets and advantages are a2c's GAE(lam) ones.
+    rng = np.random.default_rng(0)
+    rewards, values = rng.normal(size=(2, 16, 3)).astype(np.float32)
+    dones = rng.random((16, 3)) < 0.2
+    last_value = rng.normal(size=3).astype(np.float32)
+    targets, adv, rho = on.vtrace(np.zeros((16, 3), np.float32), rewards, values, dones, last_value, 0.95, lam)
+    want = on.gae(rewards, values, dones, last_value, 0.95, lam)
+    np.testing.assert_allclose(adv, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(targets, want + values, rtol=1e-5, atol=1e-6)
+    assert np.all(np.asarray(rho) == 1.0)
+
+
+def test_a_stale_rollout_is_importance_weighted_and_none_ignores_the_lag():
+    # Pendulum (Gaussian): a fresh rollout has weights 1; one acted with the parameters of an
+    # update ago has weights below 1, and correction none learns from it unweighted.
+    common = {**TINY, "env": "Pendulum-v1", "total_steps": 3200, "learning_rate": 0.05, "anneal_lr": False}
+    configs = {c: from_dict(a3c.Config, {**common, "correction": c}) for c in ("vtrace", "none")}
+    actor = a3c.Actor(configs["vtrace"], 0)
+    learners = {c: a3c.Learner(config, a3c.init(configs["vtrace"])) for c, config in configs.items()}
+    params0 = learners["vtrace"].state.params
+    fresh, stale = actor.collect(params0, 0), actor.collect(params0, 0)
+    for learner in learners.values():
+        learner.step([fresh])
+        assert float(learner.sums["importance_weight"]) == pytest.approx(1.0, abs=1e-5)
+        learner.step([stale])  # lag 1
+        assert 0.0 < float(learner.sums["importance_weight"]) - 1.0 < 0.99
+    got = {c: ravel_pytree(learner.state.params)[0] for c, learner in learners.items()}
+    assert np.abs(np.asarray(got["vtrace"]) - np.asarray(got["none"])).max() > 1e-4
+
+
+def test_bounded_mean_keeps_the_gaussian_mean_inside_the_action_bounds():
+    config = from_dict(a2c.Config, {"env": "Pendulum-v1", "hidden_size": 8, "bounded_mean": True})
+    info = env_info("Pendulum-v1")
+    network = a2c.make_network(config, info)
+    params = network.init(jax.random.PRNGKey(0), np.zeros(3, np.float32))
+    params = jax.tree.map(lambda x: x * 100.0, params)  # a mean far past the bounds unbounded
+    (mean, _), _ = network.apply(params, np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32) * 10)
+    assert np.all(np.abs(np.asarray(mean)) <= 2.0) and np.abs(np.asarray(mean)).max() > 1.9
+    unbounded = a2c.make_network(from_dict(a2c.Config, {"env": "Pendulum-v1", "hidden_size": 8}), info)
+    (raw, _), _ = unbounded.apply(params, np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32) * 10)
+    np.testing.assert_allclose(mean, 2.0 * np.tanh(raw), rtol=1e-5, atol=1e-6)
+
+
 def test_policy_lag_and_episodes_are_accounted_per_rollout():
     # Probe-Truncation-v0: episodes of exactly 10 steps with return 10.
     config = from_dict(a3c.Config, {**TINY, "env": "Probe-Truncation-v0", "total_steps": 3200, "reward_window": 50})

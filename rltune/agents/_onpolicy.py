@@ -175,6 +175,38 @@ def advantages(network, params, traj: Transition, last_obs, gamma, lam):
     return adv, adv + traj.value
 
 
+def vtrace(log_ratios, rewards, values, dones, last_value, gamma, lam, rho_bar=1.0, c_bar=1.0):
+    """V-trace (Espeholt et al. 2018, IMPALA) over a rollout (time-major) collected by a
+    behaviour policy mu and learned by pi: `log_ratios` = log pi(a) - log mu(a).
+
+    With rho = min(rho_bar, pi/mu), c = lam * min(c_bar, pi/mu), discount = gamma * (1 - done):
+      target_t = V_t + delta_t + discount_t c_t (target_{t+1} - V_{t+1}),
+      delta_t  = rho_t (r_t + discount_t V_{t+1} - V_t),
+    (V_T = `last_value`, target_T = V_T), and the policy-gradient advantage
+      adv_t = r_t + discount_t (lam target_{t+1} + (1 - lam) V_{t+1}) - V_t,
+    to be weighted by rho_t in the loss. Returns (targets, adv, rho). With equal policies
+    (ratios 1) the targets are GAE(lam)'s and adv is GAE(lam)'s advantage (lam = 1: n-step
+    returns), so a rollout without lag gets a2c's update. Rewards carry the truncation
+    bootstrap already (`bootstrapped_rewards`)."""
+    ratios = jnp.exp(log_ratios)
+    rho = jnp.minimum(rho_bar, ratios)
+    c = lam * jnp.minimum(c_bar, ratios)
+    discount = gamma * (1.0 - dones.astype(jnp.float32))
+    next_values = jnp.concatenate([values[1:], last_value[None]], 0)
+    deltas = rho * (rewards + discount * next_values - values)
+
+    def backward(acc, t):
+        delta, disc, c_t = t
+        acc = delta + disc * c_t * acc
+        return acc, acc
+
+    _, corrections = jax.lax.scan(backward, jnp.zeros_like(last_value), (deltas, discount, c), reverse=True)
+    targets = values + corrections
+    next_targets = jnp.concatenate([targets[1:], last_value[None]], 0)
+    adv = rewards + discount * (lam * next_targets + (1.0 - lam) * next_values) - values
+    return targets, adv, rho
+
+
 def episode_ends_in_rollout(done):
     """Mask of the steps whose episode ends inside the rollout (their Monte-Carlo return is
     known): a done at this step or a later one of the same env."""

@@ -49,6 +49,9 @@ class A2CConfig(on.OnPolicyConfig):
     normalize_obs: bool = param(False, "Normalize observations by a running mean and std, updated "
                                 "after every rollout and saved with the parameters (evaluation and "
                                 "load_agent apply it). For MuJoCo.", static=True)
+    bounded_mean: bool = param(False, "Gaussian policies: squash the mean into the action bounds "
+                               "(tanh), so it cannot run past them where clipped actions stop "
+                               "telling it apart.", static=True)
 
     @property
     def rollout_length(self) -> int:
@@ -63,7 +66,9 @@ METRIC_NAMES = ("loss", "policy_loss", "value_loss", "entropy")
 def make_network(config: A2CConfig, info: EnvInfo) -> ActorCritic:
     return ActorCritic(hidden=(config.hidden_size,) * config.hidden_layers, action_dim=info.num_actions,
                        discrete=info.discrete, activation=config.activation, obs_ndim=len(info.obs_shape),
-                       shared_torso=config.shared_torso, normalize_obs=config.normalize_obs)
+                       shared_torso=config.shared_torso, normalize_obs=config.normalize_obs,
+                       mean_bounds=((info.action_low, info.action_high)
+                                    if config.bounded_mean and not info.discrete else None))
 
 
 def _optimizer(config: A2CConfig, hp) -> optax.GradientTransformation:
@@ -74,12 +79,14 @@ def _optimizer(config: A2CConfig, hp) -> optax.GradientTransformation:
 
 
 # ---------------------------------------------------------------- loss
-def _loss(params, network, info: EnvInfo, hp, normalize: bool, traj: on.Transition, adv, targets):
+def _loss(params, network, info: EnvInfo, hp, normalize: bool, traj: on.Transition, adv, targets, weights):
+    """`weights`: per-step importance weights of the policy gradient (1.0: on-policy; a3c's
+    V-trace passes its truncated ratios), applied after normalizing the advantages."""
     net_out, value = network.apply(params, traj.obs)
     log_prob, entropy = on.distribution_terms(net_out, info, traj.action)
     if normalize:
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-    policy_loss = -(log_prob * adv).mean()
+    policy_loss = -(weights * log_prob * adv).mean()
     value_loss = 0.5 * ((value - targets) ** 2).mean()
     ent = entropy.mean()
     total = policy_loss + hp["vf_coef"] * value_loss - hp["ent_coef"] * ent
@@ -91,8 +98,15 @@ def _update(config: A2CConfig, info: EnvInfo, network, hp, params, opt_state, tr
     del rng  # the update is deterministic given the rollout
     traj = traj._replace(reward=traj.reward * hp["reward_scale"])
     adv, targets = on.advantages(network, params, traj, last_obs, hp["gamma"], hp["gae_lambda"])
+    return gradient_step(config, info, network, hp, params, opt_state, traj, adv, targets, 1.0, update)
+
+
+def gradient_step(config: A2CConfig, info: EnvInfo, network, hp, params, opt_state, traj, adv, targets, weights,
+                  update):
+    """One optimizer step on the loss for given advantages and value targets (a3c's learner
+    reuses it with V-trace's)."""
     grads, metrics = jax.grad(_loss, has_aux=True)(params, network, info, hp, config.normalize_advantages,
-                                                   traj, adv, targets)
+                                                   traj, adv, targets, weights)
     updates, opt_state = _optimizer(config, hp).update(grads, opt_state, params)
     lr = on.linear_decay(hp["learning_rate"], update, config.num_updates) if config.anneal_lr \
         else hp["learning_rate"]

@@ -5,15 +5,23 @@
 gymnax rollouts of `t_max` steps on gymnax ids, the Gymnasium host loop otherwise: the pieces of
 rltune/agents/_onpolicy.py) with a copy of the policy, and put every rollout on one bounded
 queue. The learner (the training process) takes rollouts from the queue in arrival order and
-applies a2c's update to each: n-step returns (GAE, lambda 1 by default), policy + value loss -
-entropy bonus, one RMSprop/Adam step. After every update it publishes the new parameters in
-shared memory; an actor reads the newest ones when it starts a rollout. An actor therefore acts
-with parameters that lag: the *policy lag* of a rollout is the learner's version (updates done)
-when it learns from the rollout minus the version the actor acted with. The queue's size bounds
-it (an actor waits while the queue is full); `policy_lag_mean` and `policy_lag_max` report it
-per segment, over the rollouts learned from; `max_policy_lag` drops staler ones
-(`stale_rollouts` counts them). The learner re-evaluates V on the rollout with its current parameters before the
-update, so a rollout collected without lag gives exactly a2c's update.
+applies a2c's update to each: policy + value loss - entropy bonus, one RMSprop/Adam step. After
+every update it publishes the new parameters in shared memory; an actor reads the newest ones
+when it starts a rollout. An actor therefore acts with parameters that lag: the *policy lag* of
+a rollout is the learner's version (updates done) when it learns from the rollout minus the
+version the actor acted with. The queue's size bounds it (an actor waits while the queue is
+full); `policy_lag_mean` and `policy_lag_max` report it per segment, over the rollouts learned
+from; `max_policy_lag` drops staler ones (`stale_rollouts` counts them).
+
+Lagging rollouts are off-policy data. With `correction: vtrace` (the default) the learner turns
+the behaviour log-probs the actors recorded and its own log-probs into truncated importance
+weights (V-trace, Espeholt et al. 2018, rho_bar = c_bar = 1, lambda = `gae_lambda`) for the
+value targets and the policy gradient (`importance_weight` reports their mean); `none` uses
+a2c's GAE targets as if the rollout were on-policy. V is always re-evaluated with the learner's
+parameters, and without lag both give exactly a2c's update (the ratios are 1). On Pendulum
+(with `bounded_mean`, which keeps the Gaussian mean inside the action bounds) a fixed lag of 1
+to 4 updates mostly broke learning without the correction and mostly not with it: README,
+"On-policy agents".
 
 No batched prediction (GA3C's predictor process): every actor evaluates its small network on
 its own batch of `num_envs` observations, which costs less than a round trip through a queue to
@@ -67,6 +75,12 @@ class A3CConfig(a2c.A2CConfig):
                                 "learn from all. Guards against a rollout from a long-descheduled "
                                 "actor; dropped rollouts are counted (stale_rollouts).", low=0, static=True)
 
+    correction: str = param("vtrace", "Off-policy correction of lagging rollouts: vtrace (IMPALA's "
+                            "V-trace, truncated importance weights rho_bar = c_bar = 1, for the value "
+                            "targets and the policy gradient) or none (a2c's targets as if on-policy). "
+                            "Both give a2c's update on a rollout without lag.",
+                            choices=("vtrace", "none"), static=True)
+
     @property
     def batch_size(self) -> int:
         return self.rollouts_per_update * self.num_envs * self.t_max
@@ -74,23 +88,52 @@ class A3CConfig(a2c.A2CConfig):
 
 Config = A3CConfig
 split_config = on.split_config
-make_algo = a2c.make_algo
 make_network = a2c.make_network
+# a2c's, plus the mean truncated importance weight min(1, pi/mu) of the learned steps: 1 on
+# policy, lower the further the learner has moved from the policies that acted.
+METRIC_NAMES = (*a2c.METRIC_NAMES, "importance_weight")
 LAG_METRICS = ("policy_lag_mean", "policy_lag_max", "stale_rollouts")
 
 
 # ---------------------------------------------------------------- the learner's update
+def _update(config: A3CConfig, info: EnvInfo, network, hp, params, opt_state, traj, last_obs, rng, update):
+    """a2c's gradient step with targets from the learner's current parameters: V on every
+    observation re-evaluated, and with `correction` vtrace the behaviour log-probs the actors
+    recorded (`traj.log_prob`) turned into V-trace targets and importance-weighted advantages."""
+    del rng
+    traj = traj._replace(reward=traj.reward * hp["reward_scale"])
+    net_out, values = network.apply(params, traj.obs)
+    log_prob, _ = on.distribution_terms(net_out, info, traj.action)
+    _, last_value = network.apply(params, last_obs)
+    _, final_values = network.apply(params, traj.final_obs)
+    rewards = on.bootstrapped_rewards(traj, final_values, hp["gamma"])
+    log_ratios = log_prob - traj.log_prob
+    weight_seen = jnp.minimum(1.0, jnp.exp(log_ratios)).mean()
+    if config.correction == "none":
+        log_ratios = jnp.zeros_like(log_ratios)  # ratios 1: V-trace is GAE (a2c's targets)
+    targets, adv, rho = jax.lax.stop_gradient(
+        on.vtrace(log_ratios, rewards, values, traj.done, last_value, hp["gamma"], hp["gae_lambda"]))
+    params, opt_state, metrics = a2c.gradient_step(config, info, network, hp, params, opt_state,
+                                                   traj._replace(value=values), adv, targets, rho, update)
+    return params, opt_state, {**metrics, "importance_weight": weight_seen}
+
+
+def make_algo(config: A3CConfig, info: EnvInfo) -> on.Algo:
+    network = make_network(config, info)
+    return on.Algo(network=network, optimizer=functools.partial(a2c._optimizer, config),
+                   update=functools.partial(_update, config, info, network), metric_names=METRIC_NAMES)
+
+
 @functools.lru_cache(maxsize=None)
 def learner_fn(config: A3CConfig, info: EnvInfo):
-    """Jitted `learn(hp, state, traj) -> (state, metrics, flat params)`: a2c's update on a batch
-    of rollouts (`state.obs` holds their last observations), V re-evaluated with the learner's
-    parameters first; the flat parameters are what actors read."""
+    """Jitted `learn(hp, state, traj) -> (state, metrics, flat params)`: the update on a batch
+    of rollouts (`state.obs` holds their last observations); the flat parameters are what
+    actors read."""
     algo = make_algo(config, info)
 
     @jax.jit
     def learn(hp, state: on.OnPolicyState, traj: on.Transition):
-        _, value = algo.network.apply(state.params, traj.obs)
-        state, metrics = on.learn(config, algo, hp, state, traj._replace(value=value))
+        state, metrics = on.learn(config, algo, hp, state, traj)
         return state, metrics, ravel_pytree(state.params)[0]
 
     return learn
@@ -115,7 +158,7 @@ class Learner:
         self.state = state
         self.version = int(state.update)
         self.episodes = jax.tree.map(np.asarray, state.episodes)
-        self.sums = {k: 0.0 for k in a2c.METRIC_NAMES}
+        self.sums = {k: 0.0 for k in METRIC_NAMES}
         self.lags: list[int] = []  # one per rollout
         self.per_update = config.rollouts_per_update
         self.max_lag = config.max_policy_lag
