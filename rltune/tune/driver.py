@@ -368,7 +368,7 @@ class StudyDriver:
     def _pbt_round(self) -> None:
         """The barrier: once every member is paused at the same interval boundary (none runs,
         none is left to launch), exploit/explore through their checkpoints; all then resume."""
-        if self.running or not self.pbt_rounds.waiting or not self._done_launching():
+        if self.running or not self.pbt_rounds.at_barrier() or not self._done_launching():
             return
         from rltune.config import to_dict
 
@@ -434,6 +434,8 @@ class StudyDriver:
         if state in ("COMPLETE", "PRUNED") and rec.value is not None and _reaches(rec.value, self.spec):
             self.threshold_reached = True
         self.scheduler.on_complete(rec.number)
+        if self.pbt_rounds is not None:
+            self.pbt_rounds.leave(rec.number)
         del self.running[rec.number]
         self._write_table()
 

@@ -92,6 +92,19 @@ class CheckpointPBT:
     def arrive(self, number: int, value: float, step: int, diverged: bool = False) -> None:
         self.waiting[number] = Waiting(math.nan if diverged else value, step, diverged)
 
+    def leave(self, number: int) -> None:
+        """A member that ended (failed after its report, interrupted) no longer holds the barrier."""
+        self.waiting.pop(number, None)
+        if number in self.ready:
+            self.ready.remove(number)
+
+    def at_barrier(self) -> bool:
+        """Every member left is at the barrier: some wait there and none decided in the last
+        round is still to resume. A round over fewer members ranks them apart from the rest
+        (with 2 slots, two members pausing in the same poll while the other two had not yet
+        resumed made two rounds, and two copies, at one boundary)."""
+        return bool(self.waiting) and not self.ready
+
     def round(self, config_of) -> tuple[list[Exploited], list[int]]:
         """Decide and copy for every waiting member; returns the copies (as `Exploited` events,
         for the lineage) and the diverged members no one could replace (they fail). The
