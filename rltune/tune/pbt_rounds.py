@@ -8,8 +8,8 @@ the population executor, and the same seeded stream gives the same copies):
 
 1. every member trains to the next PBT interval boundary, reports there and is *paused* (the
    schedulers' pause: it stops keeping its last checkpoint and frees its slot);
-2. when no member is running any more, the driver calls `PBTScheduler.exploit_explore` with
-   the values they reported; each chosen member's checkpoint (`checkpoints/last.msgpack`:
+2. when every member is at the barrier (none runs, none decided in the last round is still to
+   resume), the driver calls `PBTScheduler.exploit_explore` with the values they reported; each chosen member's checkpoint (`checkpoints/last.msgpack`:
    weights, optimizer moments, environments, episode statistics, counters) is replaced by a
    copy of its source's, whose random key is folded with the member's trial number (as the
    population executor does, so `hp_schedule` replays it), and its traced hyperparameters
