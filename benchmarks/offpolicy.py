@@ -161,8 +161,12 @@ def throughput(steps: int = 5_000) -> None:
 def host_profile(name: str = "breakout", steps: int = 2_000, agent: str | None = None) -> dict:
     """Where one host-loop env step's time goes, learning on (`learning_starts` small, the run's
     `train_freq`): the agent's own jitted act/learn and numpy replay, timed piece by piece in the
-    order `_offpolicy._segment_host` runs them; and the raw env (the same wrappers, random
-    actions) for the bound. Compile is excluded (one warm-up phase first)."""
+    order `_offpolicy._segment_host` runs them, in wall time and in this process's CPU time
+    (`time.process_time`: what other jobs on a shared machine do not inflate much); the raw env
+    (the same wrappers, random actions) for the bound; and the update's arithmetic (XLA's flop
+    count of one training phase) with the rate it reaches. Compile is excluded (warm-up first)."""
+    import os
+
     from rltune import replay as rb
     from rltune.agents import _offpolicy as off
     from rltune.agents.episodes import record_step_np
@@ -183,55 +187,70 @@ def host_profile(name: str = "breakout", steps: int = 2_000, agent: str | None =
     learner, rng, replay, episodes = off._learner(state), state.rng, state.replay, state.episodes
     n_sample = config.gradient_steps * config.batch_size
     sums = off._zero_sums(fns.algo)
-    times = dict.fromkeys(("act", "env", "replay add", "replay sample", "learn", "stats"), 0.0)
-    env_steps = 0
+    phases = ("act", "env", "replay add", "stats", "replay sample", "learn")
+    wall, cpu = dict.fromkeys(phases, 0.0), dict.fromkeys(phases, 0.0)
+    env_steps, learn_calls, batch = 0, 0, None
+    load_before = os.getloadavg()
     t_start = time.perf_counter()
     for i in range(warm + steps):
         timing = i >= warm
         if i == warm:
             print(f"  warm-up ({warm} steps, compiles included): {time.perf_counter() - t_start:.1f} s", flush=True)
-        t0 = time.perf_counter()
+        marks = [(time.perf_counter(), time.process_time())]
         action, rng = fns.act(hp, learner.params, venv.obs, rng, env_steps)
         action = np.asarray(action)
-        t1 = time.perf_counter()
+        marks.append((time.perf_counter(), time.process_time()))
         obs = venv.obs
         out = venv.step(action)
-        t2 = time.perf_counter()
+        marks.append((time.perf_counter(), time.process_time()))
         replay = rb.add_np(replay, obs, action, out.train_reward, out.final_obs, out.train_terminated)
-        t3 = time.perf_counter()
+        marks.append((time.perf_counter(), time.process_time()))
         episodes = record_step_np(episodes, out.reward, out.terminated | out.truncated)
         env_steps += config.num_envs
-        t4 = time.perf_counter()
-        t5 = t6 = t4
+        marks.append((time.perf_counter(), time.process_time()))
         if (i + 1) % config.train_freq == 0 and int(replay.size) >= config.learning_starts:
             batch = rb.sample_np(replay, np_rng, n_sample)
             batch = {k: v.reshape((config.gradient_steps, config.batch_size, *v.shape[1:])) for k, v in batch.items()}
-            t5 = time.perf_counter()
+            marks.append((time.perf_counter(), time.process_time()))
             learner, sums, rng = fns.learn(hp, learner, batch, rng, sums)
             jax.block_until_ready(learner)
-            t6 = time.perf_counter()
+            marks.append((time.perf_counter(), time.process_time()))
+            learn_calls += timing
+        else:
+            marks += [marks[-1]] * 2
         if timing:
-            for key, dt in (("act", t1 - t0), ("env", t2 - t1), ("replay add", t3 - t2), ("stats", t4 - t3),
-                            ("replay sample", t5 - t4), ("learn", t6 - t5)):
-                times[key] += dt
-    total = sum(times.values())
+            for key, (w0, c0), (w1, c1) in zip(phases, marks, marks[1:]):
+                wall[key] += w1 - w0
+                cpu[key] += c1 - c0
+    load_after = os.getloadavg()
+    total_wall, total_cpu = sum(wall.values()), sum(cpu.values())
     raw_env = gym_vec.make_env(env_id)  # the same wrappers as training, random actions
     raw_env.reset(seed=0)
     space = raw_env.action_space
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(steps):
         _, _, term, trunc, _ = raw_env.step(space.sample())
         if term or trunc:
             raw_env.reset()
-    raw = steps / (time.perf_counter() - t0)
+    raw, raw_cpu = steps / (time.perf_counter() - t0), (time.process_time() - c0) / steps
     raw_env.close()
-    rate = steps * config.num_envs / total
+    cost = fns.learn.lower(hp, learner, batch, rng, sums).compile().cost_analysis()
+    flops = float((cost[0] if isinstance(cost, list) else cost).get("flops", 0.0))
+    learn_cpu = cpu["learn"] / max(learn_calls, 1)
+    rate = steps * config.num_envs / total_wall
     print(f"host-loop profile {agent} {env_id} (train_freq {config.train_freq}, batch {config.batch_size}, "
-          f"{config.gradient_steps} gradient step(s)), {steps} steps after {warm} warm-up:")
-    for key, dt in times.items():
-        print(f"  {key:<14} {dt / steps * 1e3:8.3f} ms/step  {dt / total:6.1%}")
-    print(f"  => {rate:,.0f} env steps/s with learning on; raw env (same wrappers, random actions) {raw:,.0f} steps/s")
-    return {"times": times, "steps_per_s": rate, "raw_steps_per_s": raw}
+          f"{config.gradient_steps} gradient step(s)), {steps} steps after {warm} warm-up, load average "
+          f"{load_before[0]:.2f} -> {load_after[0]:.2f}:")
+    print(f"  {'phase':<14} {'wall ms/step':>12} {'share':>7} {'CPU ms/step':>12}")
+    for key in phases:
+        print(f"  {key:<14} {wall[key] / steps * 1e3:12.3f} {wall[key] / total_wall:7.1%} {cpu[key] / steps * 1e3:12.3f}")
+    print(f"  {'total':<14} {total_wall / steps * 1e3:12.3f} {'':>7} {total_cpu / steps * 1e3:12.3f}")
+    print(f"  => {rate:,.0f} env steps/s with learning on (wall; {steps * config.num_envs / total_cpu:,.0f} per CPU "
+          f"second); raw env (same wrappers, random actions) {raw:,.0f} steps/s ({1 / raw_cpu:,.0f} per CPU second)")
+    print(f"  one training phase: {flops / 1e9:.3f} GFLOP (XLA's count), {learn_cpu * 1e3:.1f} ms of CPU = "
+          f"{flops / max(learn_cpu, 1e-9) / 1e9:.0f} GFLOP/s", flush=True)
+    return {"wall": wall, "cpu": cpu, "steps_per_s": rate, "steps_per_cpu_s": steps * config.num_envs / total_cpu,
+            "raw_steps_per_s": raw, "learn_flops": flops, "load": (load_before, load_after)}
 
 
 def main() -> None:

@@ -382,6 +382,39 @@ def test_local_exploit_copies_exactly_the_chosen_checkpoint_and_nothing_else(tmp
     assert int(state.env_steps) == 128
 
 
+def test_local_pbt_barrier_waits_for_members_not_yet_resumed(tmp_path):
+    """With 2 slots for 4 members, two can pause at a boundary in the same poll while the other
+    two, decided in the last round, have not resumed yet: nothing runs, yet the barrier must
+    wait for them (a round over two members used to copy one of them, then another round over
+    the other two a second: two copies at one boundary where the quantile makes one)."""
+    from rltune.tune.driver import StudyDriver, _Running
+    from rltune.tune.spec import spec_from_dict
+    from rltune.tune.study import TrialRecord
+
+    spec = spec_from_dict(yaml.safe_load(textwrap.dedent(LOCAL_STUDY)))
+    driver = StudyDriver(spec, tmp_path / "study")
+    for n in range(4):
+        params = {"learning_rate": 1e-3 * (n + 1)}
+        _checkpointed_member(tmp_path / "study" / "trials", n, seed=n + 1, lr=params["learning_rate"])
+        record = TrialRecord(number=n, params=params, state="PAUSED", step=256)
+        driver.records[n] = record
+        driver.paused[n] = _Running(None, record, since=None)
+        driver.lineage.start(n, params)
+        driver.pbt_rounds.start(n, from_dict(ppo.PPOConfig, {**TINY, **params}))
+    driver.pbt_rounds.ready = [2, 3]  # decided at 256, not resumed yet
+    for n in (0, 1):
+        driver.pbt_rounds.arrive(n, float(n), 512)
+    driver._pbt_round()
+    assert sorted(driver.pbt_rounds.waiting) == [0, 1] and driver.pbt_rounds.ready == [2, 3]
+    driver.pbt_rounds.ready = []  # 2 and 3 resumed, and reach 512 too
+    for n in (2, 3):
+        driver.pbt_rounds.arrive(n, float(n), 512)
+    driver._pbt_round()
+    assert not driver.pbt_rounds.waiting and driver.pbt_rounds.ready == [0, 1, 2, 3]
+    copies = [(e["step"], e["from"]) for n in range(4) for e in driver.lineage.attrs(n)["pbt_lineage"]]
+    assert copies == [(512, 3)]  # one round: the worst of the four copies the best
+
+
 def _flat(tree, prefix=""):
     out = {}
     for key, value in tree.items():
@@ -407,7 +440,7 @@ LOCAL_STUDY = """
     search_space:  # one member's rate makes its loss NaN at once: it must be replaced, not fail
       learning_rate: {type: categorical, values: [1.0e-3, 3.0e-3, 1.0e-2, 1.0e+20]}
     trials: 4
-    parallel: 1  # fewer slots than members: each round must still wait for all four
+    parallel: 2
     executor: local
     sampler: {name: grid, seed: 0}
     scheduler:
@@ -440,9 +473,8 @@ def test_local_pbt_study_replaces_a_diverged_member_and_its_best_schedule_replay
     first = pbt[nan_member]["pbt_lineage"][0]
     assert first["reason"] == "diverged" and first["step"] == 256 and first["from"] != nan_member
     assert 1e-4 <= first["hps"]["learning_rate"] <= 3e-2
-    # one copy at each of the 3 interval boundaries (the diverged member's the first time): one
-    # bottom-quantile member of the four a round, every round ranking all four (a round held
-    # before the members waiting for a slot arrived ranked a part of the population)
+    # a copy at each of the 3 interval boundaries (the diverged member's the first time): one
+    # bottom-quantile member (of 4) a round, all four at the barrier (see the test above)
     copies = Counter(e["step"] for p in pbt.values() for e in p["pbt_lineage"])
     assert copies == {256: 1, 512: 1, 768: 1}, {n: p["pbt_lineage"] for n, p in pbt.items()}
     # the best member's schedule replays as one ordinary run, the same single-trial program:

@@ -128,9 +128,7 @@ def test_resume_reruns_interrupted_trials_and_never_replays_the_sampler(tmp_path
     driver.communicate(timeout=60)
     interrupted = {r["learning_rate"] for r in rows(out) if r["reason"] == "interrupted"}
     assert interrupted
-    done = subprocess.run([sys.executable, "-m", "rltune", "tune", str(spec), "--out", str(out), "--resume"],
-                          capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr
+    assert main(["tune", str(spec), "--out", str(out), "--resume"]) == 0  # in this process: no JAX import to wait for
     after = rows(out)
     complete = [r for r in after if r["state"] == "COMPLETE"]
     assert len(complete) == 6
@@ -156,9 +154,7 @@ def test_grid_study_resumed_runs_every_point_exactly_once(tmp_path):
     assert wait_for(lambda: sum(r["state"] == "COMPLETE" for r in rows(out)) >= 2)
     driver.send_signal(signal.SIGINT)
     driver.communicate(timeout=60)
-    done = subprocess.run([sys.executable, "-m", "rltune", "tune", str(spec), "--out", str(out), "--resume"],
-                          capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr
+    assert main(["tune", str(spec), "--out", str(out), "--resume"]) == 0
     complete = sorted(float(r["learning_rate"]) for r in rows(out) if r["state"] == "COMPLETE")
     assert complete == [0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03]
 

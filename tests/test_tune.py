@@ -152,7 +152,7 @@ def test_failing_trainer_is_recorded_with_its_reason(tmp_path):
     assert all("exit code 3" in r["reason"] for r in table)
 
 
-def test_interrupted_study_resumes_without_losing_completed_trials(tmp_path):
+def test_interrupted_study_resumes_without_losing_completed_trials(tmp_path, capsys):
     spec = write(tmp_path / "hptuning.yaml", CLOUD_SPEC.replace("maxTrials: 4", "maxTrials: 6"))
     out = tmp_path / "study"
     cmd = [sys.executable, "-m", "rltune", "tune", str(spec), "--out", str(out)]
@@ -173,12 +173,14 @@ def test_interrupted_study_resumes_without_losing_completed_trials(tmp_path):
     assert len(before) >= 2
     mtimes = {n: (out / "trials" / n / "trainer.log").stat().st_mtime for n in before}
 
-    # Without --resume the existing study is refused, and nothing is touched.
-    again = subprocess.run(cmd + trainer, capture_output=True, text=True)
-    assert again.returncode == 2 and "--resume" in again.stderr
+    # Without --resume the existing study is refused, and nothing is touched (the same entry
+    # point in this process: a subprocess only added a Python start and imports)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as refused:
+        main(cmd[3:] + trainer)
+    assert refused.value.code == 2 and "--resume" in capsys.readouterr().err
 
-    done = subprocess.run(cmd + ["--resume"] + trainer, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    assert main(cmd[3:] + ["--resume"] + trainer) == 0
     after = rows(out)
     complete = [r for r in after if r["state"] == "COMPLETE"]
     assert len(complete) == 6

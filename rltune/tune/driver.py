@@ -159,8 +159,7 @@ class StudyDriver:
         previous_handlers = _catch_interrupt(self)
         self.executor = make_executor(self.spec.executor, self.executor_options())
         try:
-            with phase("start"):  # spawning workers; starting a local Ray takes seconds
-                self.executor.start()
+            self.executor.start()
             if self.live:
                 display = LiveView(self)
             while not self.interrupt_requested:
@@ -368,11 +367,8 @@ class StudyDriver:
 
     def _pbt_round(self) -> None:
         """The barrier: once every member is paused at the same interval boundary (none runs,
-        none is left to launch or to resume), exploit/explore through their checkpoints; all then
-        resume. With fewer slots than members, the members of the last round still waiting for a
-        slot (`ready`) have not reached the barrier yet: a round without them would rank only part
-        of the population."""
-        if self.running or self.pbt_rounds.ready or not self.pbt_rounds.waiting or not self._done_launching():
+        none is left to launch), exploit/explore through their checkpoints; all then resume."""
+        if self.running or not self.pbt_rounds.at_barrier() or not self._done_launching():
             return
         from rltune.config import to_dict
 
@@ -438,6 +434,8 @@ class StudyDriver:
         if state in ("COMPLETE", "PRUNED") and rec.value is not None and _reaches(rec.value, self.spec):
             self.threshold_reached = True
         self.scheduler.on_complete(rec.number)
+        if self.pbt_rounds is not None:
+            self.pbt_rounds.leave(rec.number)
         del self.running[rec.number]
         self._write_table()
 

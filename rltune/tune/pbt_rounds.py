@@ -8,8 +8,8 @@ the population executor, and the same seeded stream gives the same copies):
 
 1. every member trains to the next PBT interval boundary, reports there and is *paused* (the
    schedulers' pause: it stops keeping its last checkpoint and frees its slot);
-2. when no member is running any more, the driver calls `PBTScheduler.exploit_explore` with
-   the values they reported; each chosen member's checkpoint (`checkpoints/last.msgpack`:
+2. when every member is at the barrier (none runs, none decided in the last round is still to
+   resume), the driver calls `PBTScheduler.exploit_explore` with the values they reported; each chosen member's checkpoint (`checkpoints/last.msgpack`:
    weights, optimizer moments, environments, episode statistics, counters) is replaced by a
    copy of its source's, whose random key is folded with the member's trial number (as the
    population executor does, so `hp_schedule` replays it), and its traced hyperparameters
@@ -91,6 +91,19 @@ class CheckpointPBT:
 
     def arrive(self, number: int, value: float, step: int, diverged: bool = False) -> None:
         self.waiting[number] = Waiting(math.nan if diverged else value, step, diverged)
+
+    def leave(self, number: int) -> None:
+        """A member that ended (failed after its report, interrupted) no longer holds the barrier."""
+        self.waiting.pop(number, None)
+        if number in self.ready:
+            self.ready.remove(number)
+
+    def at_barrier(self) -> bool:
+        """Every member left is at the barrier: some wait there and none decided in the last
+        round is still to resume. A round over fewer members ranks them apart from the rest
+        (with 2 slots, two members pausing in the same poll while the other two had not yet
+        resumed made two rounds, and two copies, at one boundary)."""
+        return bool(self.waiting) and not self.ready
 
     def round(self, config_of) -> tuple[list[Exploited], list[int]]:
         """Decide and copy for every waiting member; returns the copies (as `Exploited` events,
