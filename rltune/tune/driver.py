@@ -159,7 +159,8 @@ class StudyDriver:
         previous_handlers = _catch_interrupt(self)
         self.executor = make_executor(self.spec.executor, self.executor_options())
         try:
-            self.executor.start()
+            with phase("start"):  # spawning workers; starting a local Ray takes seconds
+                self.executor.start()
             if self.live:
                 display = LiveView(self)
             while not self.interrupt_requested:
