@@ -134,8 +134,12 @@ def test_status_while_a_study_runs_in_another_process(tmp_path, capsys):
                 running = [r for r in view.trials if r.state == "RUNNING" and r.step]
                 if running:
                     assert main(["status", str(out)]) == 0
-                    seen_running = capsys.readouterr().out
-                    break
+                    text = capsys.readouterr().out
+                    # status reads the study again: the trial may have ended meanwhile; look again
+                    if any(ln.split()[1:2] == ["run"] and ln.split()[3] != "-" for ln in text.splitlines()
+                           if ln[:1].isdigit()):
+                        seen_running = text
+                        break
             time.sleep(0.2)
         assert proc.wait(timeout=60) == 0, proc.stderr.read().decode()
     finally:
@@ -146,8 +150,9 @@ def test_status_while_a_study_runs_in_another_process(tmp_path, capsys):
     assert " running" in lines[0] and "ETA" in lines[0]
     header = next(ln for ln in lines if ln.startswith("#"))
     assert header.split()[:5] == ["#", "state", "learning_rate", "step", "reward"]
-    row = lines[lines.index(header) + 1].split()
-    assert row[1] == "run" and 10 <= int(row[3]) <= 80
+    rows = [ln.split() for ln in lines[lines.index(header) + 1:] if ln[:1].isdigit()]
+    row = next(r for r in rows if r[1] == "run" and r[3] != "-")
+    assert 10 <= int(row[3]) <= 80
 
     before = _digest(out)
     assert main(["status", str(out), "--table"]) == 0
