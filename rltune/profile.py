@@ -84,13 +84,16 @@ def dump(role: str, wall: float, directory: str | Path | None = None) -> None:
     try:
         Path(directory).mkdir(parents=True, exist_ok=True)
         (Path(directory) / f"{role}-{os.getpid()}.json").write_text(
-            json.dumps({"role": role, "pid": os.getpid(), "wall": wall, "phases": phases}))
+            json.dumps({"role": role, "pid": os.getpid(), "wall": wall, "cpu": time.process_time(),
+                        "phases": phases}))
     except OSError:  # a profile is never worth failing a study for
         pass
 
 
 def merge(directory: Path, out: Path, study_wall: float) -> dict:
-    """Sum the worker tables and the driver's into `out`: {"study_wall", "driver", "workers"}."""
+    """Sum the worker tables and the driver's into `out`: {"study_wall", "driver", "workers"};
+    each with "wall" and "cpu" (the processes' CPU seconds: on a shared machine the phases, which
+    are wall time, grow with the load, the CPU seconds much less)."""
     workers, driver = defaultdict(float), defaultdict(float)
     count = 0
     for path in sorted(Path(directory).glob("*.json")):
@@ -103,6 +106,7 @@ def merge(directory: Path, out: Path, study_wall: float) -> dict:
         for key, value in table["phases"].items():
             target[key] += value
         target["wall"] += table["wall"]
+        target["cpu"] += table.get("cpu", 0.0)
         path.unlink()
     result = {"study_wall": study_wall, "worker_processes": count, "driver": dict(driver), "workers": dict(workers)}
     out.write_text(json.dumps(result, indent=1))
