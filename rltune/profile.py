@@ -74,8 +74,9 @@ def process_age() -> float:
         return time.time() - _born
 
 
-def dump(role: str, wall: float, directory: str | Path | None = None) -> None:
-    """Write this process's table to `directory` (default $RLTUNE_PROFILE_DIR)/<role>-<pid>.json."""
+def dump(role: str, wall: float, directory: str | Path | None = None, cpu: float | None = None) -> None:
+    """Write this process's table to `directory` (default $RLTUNE_PROFILE_DIR)/<role>-<pid>.json;
+    `cpu`: its CPU seconds (default: the whole process's, right for a worker)."""
     directory = directory or os.environ.get(ENV_DIR)
     if not directory:
         return
@@ -84,7 +85,7 @@ def dump(role: str, wall: float, directory: str | Path | None = None) -> None:
     try:
         Path(directory).mkdir(parents=True, exist_ok=True)
         (Path(directory) / f"{role}-{os.getpid()}.json").write_text(
-            json.dumps({"role": role, "pid": os.getpid(), "wall": wall, "cpu": time.process_time(),
+            json.dumps({"role": role, "pid": os.getpid(), "wall": wall, "cpu": time.process_time() if cpu is None else cpu,
                         "phases": phases}))
     except OSError:  # a profile is never worth failing a study for
         pass
