@@ -515,15 +515,16 @@ def print_profile(rows: list[dict]) -> None:
         return
     print()
     print("Profile (seconds; workers: summed over worker processes, `wait` = idle; from STUDY/profile.json)")
-    print("| peer | study wall | workers x wall | " + " | ".join(PROFILE_PHASES)
-          + " | driver: start | storage | shutdown |")
-    print("|---|---|---|" + "---|" * len(PROFILE_PHASES) + "---|---|---|")
+    print("| peer | study wall | workers x wall | workers' CPU | " + " | ".join(PROFILE_PHASES)
+          + " | driver: start | storage | shutdown | driver's CPU |")
+    print("|---|---|---|---|" + "---|" * len(PROFILE_PHASES) + "---|---|---|---|")
     for r in rows:
         p = r["profile"]
         w, d = p["workers"], p["driver"]
         cells = " | ".join(f"{w.get(k, 0.0):.1f}" for k in PROFILE_PHASES)
         print(f"| {r['peer']} | {p['study_wall']:.1f} | {p['worker_processes']} x {w.get('wall', 0.0) / max(p['worker_processes'], 1):.1f} | "
-              f"{cells} | {d.get('start', 0.0):.1f} | {d.get('storage', 0.0):.1f} | {d.get('shutdown', 0.0):.1f} |")
+              f"{w.get('cpu', 0.0):.1f} | {cells} | {d.get('start', 0.0):.1f} | {d.get('storage', 0.0):.1f} | "
+              f"{d.get('shutdown', 0.0):.1f} | {d.get('cpu', 0.0):.1f} |")
 
 
 def scaling(args, out: Path) -> list[dict]:

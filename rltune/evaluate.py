@@ -115,9 +115,8 @@ def evaluate_compiled(policy: Callable, params, env_id: str, episodes: int, seed
     (tuning trials; `evaluate` on the Gymnasium reference simulator stays the check of record).
     Episodes start and step with the keys `_evaluate_gymnax` uses (the same episodes); each runs
     to its end (termination or truncation), then is masked while the others finish."""
-    reset_keys = jax.random.split(jax.random.PRNGKey(seed), episodes)
     run = _compiled_episodes(policy, env_id, episodes)
-    returns, lengths = jax.device_get(run(params, reset_keys, jax.random.PRNGKey(seed + 1)))
+    returns, lengths = jax.device_get(run(params, np.int32(seed)))
     return EvalResult(tuple(np.asarray(returns, float).tolist()), tuple(np.asarray(lengths).tolist()), env_id,
                       "gymnax")
 
@@ -126,7 +125,10 @@ def evaluate_compiled(policy: Callable, params, env_id: str, episodes: int, seed
 def _compiled_episodes(policy: Callable, env_id: str, episodes: int):
     env, env_params = make_gymnax(env_id)
 
-    def run(params, reset_keys, k_steps):
+    def run(params, seed):
+        # the keys are made in the program (eagerly, each key op would be one more compile)
+        reset_keys = jax.random.split(jax.random.PRNGKey(seed), episodes)
+        k_steps = jax.random.PRNGKey(seed + 1)
         obs, state = jax.vmap(env.reset, in_axes=(0, None))(reset_keys, env_params)
         zeros = jnp.zeros(episodes, jnp.float32)
         carry = (obs, state, k_steps, zeros, jnp.zeros(episodes, jnp.int32), jnp.zeros(episodes, bool))

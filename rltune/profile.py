@@ -76,11 +76,13 @@ def process_age() -> float:
         return time.time() - _born
 
 
-def table(role: str, wall: float) -> dict:
-    """This process's phase table, its untimed rest counted as "other"."""
+def table(role: str, wall: float, cpu: float | None = None) -> dict:
+    """This process's phase table, its untimed rest counted as "other"; `cpu`: its CPU seconds
+    (default: the whole process's, right for a worker)."""
     phases = dict(TOTALS)
     phases["other"] = max(wall - sum(phases.values()), 0.0)
-    return {"role": role, "pid": os.getpid(), "wall": wall, "phases": phases}
+    return {"role": role, "pid": os.getpid(), "wall": wall,
+            "cpu": time.process_time() if cpu is None else cpu, "phases": phases}
 
 
 def write(entry: dict, directory: str | Path | None = None) -> None:
@@ -95,13 +97,15 @@ def write(entry: dict, directory: str | Path | None = None) -> None:
         pass
 
 
-def dump(role: str, wall: float, directory: str | Path | None = None) -> None:
+def dump(role: str, wall: float, directory: str | Path | None = None, cpu: float | None = None) -> None:
     """Write this process's table where the driver merges it (see `write`)."""
-    write(table(role, wall), directory)
+    write(table(role, wall, cpu), directory)
 
 
 def merge(directory: Path, out: Path, study_wall: float) -> dict:
-    """Sum the worker tables and the driver's into `out`: {"study_wall", "driver", "workers"}."""
+    """Sum the worker tables and the driver's into `out`: {"study_wall", "driver", "workers"};
+    each with "wall" and "cpu" (the processes' CPU seconds: on a shared machine the phases, which
+    are wall time, grow with the load, the CPU seconds much less)."""
     workers, driver = defaultdict(float), defaultdict(float)
     count = 0
     for path in sorted(Path(directory).glob("*.json")):
@@ -114,6 +118,7 @@ def merge(directory: Path, out: Path, study_wall: float) -> dict:
         for key, value in table["phases"].items():
             target[key] += value
         target["wall"] += table["wall"]
+        target["cpu"] += table.get("cpu", 0.0)
         path.unlink()
     result = {"study_wall": study_wall, "worker_processes": count, "driver": dict(driver), "workers": dict(workers)}
     out.write_text(json.dumps(result, indent=1))

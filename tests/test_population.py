@@ -145,8 +145,9 @@ def test_parallel_2_splits_the_population_over_two_processes_and_profiles_them(t
     assert profile["worker_processes"] == 2
     workers = profile["workers"]
     assert workers["train"] > 0 and workers["compile"] > 0 and workers["eval"] > 0
-    busy = sum(v for k, v in workers.items() if k != "wall")
+    busy = sum(v for k, v in workers.items() if k not in ("wall", "cpu"))
     assert abs(busy - workers["wall"]) < 0.05 * workers["wall"]  # every second in some phase
+    assert 0 < workers["cpu"] and 0 < profile["driver"]["cpu"]  # CPU seconds next to the wall ones
     # the best trial checked on the reference simulator, as `rltune eval` would
     best = json.loads((out / "summary.json").read_text())["best_reference_eval"]
     assert best["backend"] == "gymnasium" and best["episodes"] == 3

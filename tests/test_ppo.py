@@ -101,3 +101,15 @@ def test_host_loop_update_equals_the_compiled_update():
     hosted, _ = learn(hp, state_after, traj)
     for a, b in zip(jax.tree.leaves(compiled.params), jax.tree.leaves(hosted.params)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_logged_learning_rate_is_the_compiled_schedule():
+    """learning_rate_at (numpy, for the logs) gives the float32 value the update uses."""
+    import jax.numpy as jnp
+
+    from rltune.agents import _onpolicy as on
+
+    config = from_dict(ppo.Config, {"env": "CartPole-v1", "total_steps": 100_000, "learning_rate": 3.7e-4})
+    for update in (0, 1, 97, config.num_updates - 1, config.num_updates, config.num_updates + 5):
+        compiled = on.linear_decay(jnp.float32(config.learning_rate), jnp.asarray(update), config.num_updates)
+        assert ppo.learning_rate_at(config, update) == float(compiled)

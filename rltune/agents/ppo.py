@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from rltune import hp_schedule
@@ -107,7 +108,9 @@ def learning_rate_at(config: PPOConfig, update: int) -> float:
     """The learning rate at `update` (logged by the runner)."""
     if not config.anneal_lr:
         return float(config.learning_rate)
-    return float(on.linear_decay(config.learning_rate, jnp.asarray(update), config.num_updates))
+    # numpy float32, the compiled schedule's arithmetic: no JAX dispatch (and no compile) per log line
+    frac = np.float32(1.0) - np.float32(update) / np.float32(config.num_updates)
+    return float(np.float32(config.learning_rate) * np.maximum(frac, np.float32(0.0)))
 
 
 # ---------------------------------------------------------------- update: GAE, then epochs of SGD

@@ -119,7 +119,7 @@ class StudyDriver:
         """The study, profiled (`rltune.profile`): the workers inherit STUDY/profile/ as the place
         for their tables; the driver merges them into STUDY/profile.json."""
         profile.reset()
-        wall0 = time.perf_counter()
+        wall0, cpu0 = time.perf_counter(), time.process_time()  # a process may run several studies
         profile_dir = self.study_dir / "profile"
         previous = os.environ.get(profile.ENV_DIR)
         os.environ[profile.ENV_DIR] = str(profile_dir)
@@ -132,7 +132,7 @@ class StudyDriver:
             else:
                 os.environ[profile.ENV_DIR] = previous
         wall = time.perf_counter() - wall0
-        profile.dump("driver", wall, profile_dir)
+        profile.dump("driver", wall, profile_dir, cpu=time.process_time() - cpu0)
         profile.merge(profile_dir, self.study_dir / "profile.json", wall)
         return result
 

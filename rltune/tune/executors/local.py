@@ -48,13 +48,18 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
-def worker_main(worker_id: int, inbox, outbox, node: str = "local", own_process: bool = True) -> None:
-    """One trial at a time. `own_process`: a spawned worker process (not a thread in a Ray actor)."""
+def worker_main(worker_id: int, inbox, outbox, node: str = "local", own_process: bool = True,
+                cpu_threads: int | None = None) -> None:
+    """One trial at a time. `own_process`: a spawned worker process (not a thread in a Ray actor);
+    `cpu_threads`: XLA's CPU threads in it (None: one per core; see rltune.cpu_threads)."""
+    if own_process:
+        from rltune import cpu_threads as threads
+
+        threads.limit(cpu_threads, worker_id)  # before anything starts JAX
+        detach_from_terminal_signals()
     from rltune import profile
     from rltune.tune.trial import result_message, run_task
 
-    if own_process:
-        detach_from_terminal_signals()
     with profile.lifetime("worker", own_process):
         _worker_loop(worker_id, inbox, outbox, node, result_message, run_task)
 
@@ -105,8 +110,12 @@ class LocalExecutor:
     """`processes` worker processes of `slots_per_process` slots each."""
 
     def __init__(self, options: ExecutorOptions, *, processes: int | None = None, slots_per_process: int = 1):
+        from rltune.cpu_threads import threads_per_worker
+
         self.processes = processes or max(1, options.parallel)
         self.slots_per_process = slots_per_process
+        # workers that fill the cores run XLA with one thread each (rltune.cpu_threads)
+        self.cpu_threads = threads_per_worker(self.processes)
         self._ctx = mp.get_context("spawn")
         self._outbox = None
         self._workers: dict[int, tuple[mp.Process, object]] = {}  # worker id -> (process, inbox)
@@ -118,7 +127,7 @@ class LocalExecutor:
 
     # worker processes
     def _target(self, wid: int, inbox):
-        return worker_main, (wid, inbox, self._outbox)
+        return worker_main, (wid, inbox, self._outbox, "local", True, self.cpu_threads)
 
     def start(self) -> None:
         self._outbox = self._ctx.Queue()

@@ -246,13 +246,17 @@ class PopulationExecutor(LocalExecutor):
         super().__init__(options, processes=shards, slots_per_process=math.ceil(size / shards))
 
     def _target(self, wid: int, inbox):
-        return population_main, (wid, inbox, self._outbox, self.slots_per_process)
+        return population_main, (wid, inbox, self._outbox, self.slots_per_process, "local", True,
+                                 self.cpu_threads)
 
 
 def population_main(worker_id: int, inbox, outbox, capacity: int, node: str = "local",
-                    own_process: bool = True) -> None:
+                    own_process: bool = True, cpu_threads: int | None = None) -> None:
     """Worker entry (a process, or a thread in a Ray actor): run members until told to exit."""
     if own_process:
+        from rltune import cpu_threads as threads
+
+        threads.limit(cpu_threads, worker_id)  # before anything starts JAX
         detach_from_terminal_signals()
     with lifetime("population", own_process):
         _population_loop(worker_id, inbox, outbox, capacity, node)

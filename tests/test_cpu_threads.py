@@ -1,0 +1,48 @@
+"""XLA's CPU thread pool sized per worker (rltune.cpu_threads)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rltune import cpu_threads
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_threads_per_worker_splits_the_cores(monkeypatch):
+    monkeypatch.delenv(cpu_threads.ENV_THREADS, raising=False)
+    monkeypatch.setattr(cpu_threads, "available_cores", lambda: [0, 1])
+    assert cpu_threads.threads_per_worker(2) == 1  # two workers fill two cores: one thread each
+    assert cpu_threads.threads_per_worker(3) == 1
+    assert cpu_threads.threads_per_worker(1) is None  # a lone worker keeps JAX's default
+    monkeypatch.setattr(cpu_threads, "available_cores", lambda: list(range(8)))
+    assert cpu_threads.threads_per_worker(2) == 4
+    monkeypatch.setenv(cpu_threads.ENV_THREADS, "0")
+    assert cpu_threads.threads_per_worker(2) is None
+    monkeypatch.setenv(cpu_threads.ENV_THREADS, "3")
+    assert cpu_threads.threads_per_worker(2) == 3
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux and 2 cores")
+def test_limit_sizes_the_pool_and_gives_the_affinity_back():
+    code = """
+import os, collections
+from rltune import cpu_threads
+full = os.sched_getaffinity(0)
+assert cpu_threads.limit(1, first_core=1)
+assert not cpu_threads.limit(1)  # JAX has started: too late, nothing done
+import jax.numpy as jnp
+(jnp.ones((64, 64)) @ jnp.ones((64, 64))).block_until_ready()
+tasks = os.listdir('/proc/self/task')
+names = collections.Counter(open(f'/proc/self/task/{t}/comm').read().strip() for t in tasks)
+assert names['tf_XLAEigen'] == 1, names
+assert all(os.sched_getaffinity(int(t)) == full for t in tasks)
+print('ok')
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
