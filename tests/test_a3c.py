@@ -211,15 +211,12 @@ def test_a_killed_training_process_leaves_no_actor_behind(tmp_path):
             time.sleep(0.5)
         else:
             pytest.fail("the actors did not start")
-        # training under way: the actors are past their start-up (a spawned child still importing
-        # under load learns of its parent's death only where it sets the death signal, seconds later)
-        metrics = tmp_path / "run" / "metrics.jsonl"
-        while time.time() < deadline and not (metrics.exists() and metrics.stat().st_size):
-            assert trainer.poll() is None, "the trainer exited early"
-            time.sleep(0.2)
+        time.sleep(3)  # training under way (or still starting: either way they must go with it)
         os.kill(trainer.pid, signal.SIGKILL)
         trainer.wait()
-        deadline = time.time() + 10
+        # a running actor dies at once (its parent-death signal); one still importing under load
+        # sets that signal later and then finds its parent gone: allow for that start-up
+        deadline = time.time() + 60
         while time.time() < deadline and any(_alive(a) for a in actors):
             time.sleep(0.1)
         assert not any(_alive(a) for a in actors)
