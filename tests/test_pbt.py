@@ -199,6 +199,20 @@ def _lineage_curve(out, number, until=None):
     return curve
 
 
+def _assert_replay_follows_lineage(out, number, run, *, last_step, rel_tol):
+    """`rltune train` of the study's best_config.yaml (member `number`'s hp_schedule) retraces
+    that member's training curve along its lineage; returns the member's curve."""
+    assert main(["train", "ppo", "--config", str(out / "best_config.yaml"), "--out", str(run),
+                 "--eval-episodes", "0"]) == 0
+    replay, member = _curve(run), _lineage_curve(out, number)
+    common = sorted(set(replay) & set(member))
+    assert len(common) >= 5 and common[-1] == last_step
+    for step in common:
+        a, b = replay[step], member[step]
+        assert (a is None and b is None) or abs(a - b) <= rel_tol * max(1.0, abs(b)), (step, a, b)
+    return member
+
+
 def test_pbt_study_records_lineage_and_its_best_schedule_replays(tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text(textwrap.dedent(STUDY))
@@ -217,16 +231,9 @@ def test_pbt_study_records_lineage_and_its_best_schedule_replays(tmp_path):
     assert stored.user_attrs["pbt_schedule"] == pbt["pbt_schedule"]
     assert json.loads(best["hp_schedule"]) == pbt["pbt_schedule"]
     # the replay: one ordinary run of the best member's schedule
-    run = tmp_path / "replay"
-    assert main(["train", "ppo", "--config", str(out / "best_config.yaml"), "--out", str(run),
-                 "--eval-episodes", "0"]) == 0
-    replay, member = _curve(run), _lineage_curve(out, number)
-    common = sorted(set(replay) & set(member))
-    assert len(common) >= 5 and common[-1] == 1536
+    member = _assert_replay_follows_lineage(out, number, tmp_path / "replay", last_step=1536,
+                                            rel_tol=1e-3)  # vmapped vs single program: rounding
     assert any(v is not None for v in member.values())
-    for step in common:  # same numbers, up to float rounding between the vmapped and single programs
-        a, b = replay[step], member[step]
-        assert (a is None and b is None) or abs(a - b) <= 1e-3 * max(1.0, abs(b)), (step, a, b)
 
 
 # ---------------------------------------------------------------- input errors (exit 2)
@@ -482,15 +489,7 @@ def test_local_pbt_study_replaces_a_diverged_member_and_its_best_schedule_replay
     number = json.loads((out / "summary.json").read_text())["best"]["number"]
     best = yaml.safe_load((out / "best_config.yaml").read_text())
     assert json.loads(best["hp_schedule"]) == pbt[number]["pbt_schedule"]
-    run = tmp_path / "replay"
-    assert main(["train", "ppo", "--config", str(out / "best_config.yaml"), "--out", str(run),
-                 "--eval-episodes", "0"]) == 0
-    replay, member = _curve(run), _lineage_curve(out, number)
-    common = sorted(set(replay) & set(member))
-    assert len(common) >= 5 and common[-1] == 1024
-    for step in common:
-        a, b = replay[step], member[step]
-        assert (a is None and b is None) or abs(a - b) <= 1e-5 * max(1.0, abs(b)), (step, a, b)
+    _assert_replay_follows_lineage(out, number, tmp_path / "replay", last_step=1024, rel_tol=1e-5)
 
 
 # ---------------------------------------------------------------- PB2: the GP-bandit explore
