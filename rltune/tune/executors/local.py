@@ -48,15 +48,21 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
+def start_worker_process(worker_id: int, cpu_threads: int | None) -> None:
+    """First thing in a spawned worker process: XLA's CPU threads (None: one per core; see
+    rltune.cpu_threads), set before anything starts JAX; then the signals it must not take."""
+    from rltune import cpu_threads as threads
+
+    threads.limit(cpu_threads, worker_id)
+    detach_from_terminal_signals()
+
+
 def worker_main(worker_id: int, inbox, outbox, node: str = "local", own_process: bool = True,
                 cpu_threads: int | None = None) -> None:
     """One trial at a time. `own_process`: a spawned worker process (not a thread in a Ray actor);
-    `cpu_threads`: XLA's CPU threads in it (None: one per core; see rltune.cpu_threads)."""
+    `cpu_threads`: XLA's CPU threads in it (`start_worker_process`)."""
     if own_process:
-        from rltune import cpu_threads as threads
-
-        threads.limit(cpu_threads, worker_id)  # before anything starts JAX
-        detach_from_terminal_signals()
+        start_worker_process(worker_id, cpu_threads)
     from rltune import profile
     from rltune.tune.trial import result_message, run_task
 

@@ -36,7 +36,7 @@ from typing import Any
 
 from rltune.profile import lifetime, phase
 from rltune.tune.executors.base import ExecutorOptions, TrialTask, needs_answer
-from rltune.tune.executors.local import LocalExecutor, detach_from_terminal_signals
+from rltune.tune.executors.local import LocalExecutor, start_worker_process
 
 SEGMENTS_PER_TRIAL = 20
 
@@ -254,10 +254,7 @@ def population_main(worker_id: int, inbox, outbox, capacity: int, node: str = "l
                     own_process: bool = True, cpu_threads: int | None = None) -> None:
     """Worker entry (a process, or a thread in a Ray actor): run members until told to exit."""
     if own_process:
-        from rltune import cpu_threads as threads
-
-        threads.limit(cpu_threads, worker_id)  # before anything starts JAX
-        detach_from_terminal_signals()
+        start_worker_process(worker_id, cpu_threads)
     with lifetime("population", own_process):
         _population_loop(worker_id, inbox, outbox, capacity, node)
 
