@@ -58,20 +58,22 @@ def start_worker_process(worker_id: int, cpu_threads: int | None) -> None:
 
 
 def worker_main(worker_id: int, inbox, outbox, node: str = "local", own_process: bool = True,
-                cpu_threads: int | None = None) -> None:
+                cpu_threads: int | None = None, share_compiles: bool = False) -> None:
     """One trial at a time. `own_process`: a spawned worker process (not a thread in a Ray actor);
-    `cpu_threads`: XLA's CPU threads in it (`start_worker_process`)."""
+    `cpu_threads`: XLA's CPU threads in it (`start_worker_process`); `share_compiles`: split
+    compiling a trial's programs with the other workers (rltune.tune.warmup)."""
     if own_process:
         start_worker_process(worker_id, cpu_threads)
     from rltune import profile
     from rltune.tune.trial import result_message, run_task
 
     with profile.lifetime("worker", own_process):
-        _worker_loop(worker_id, inbox, outbox, node, result_message, run_task)
+        _worker_loop(worker_id, inbox, outbox, node, result_message, run_task, share_compiles)
 
 
-def _worker_loop(worker_id, inbox, outbox, node, result_message, run_task) -> None:
+def _worker_loop(worker_id, inbox, outbox, node, result_message, run_task, share_compiles=False) -> None:
     from rltune.profile import phase
+    from rltune.tune import warmup
 
     while True:
         with phase("wait"):
@@ -94,6 +96,8 @@ def _worker_loop(worker_id, inbox, outbox, node, result_message, run_task) -> No
                 return inbox.get()[2]  # ("decision", trial_id, "continue" | "stop")
 
         try:
+            if share_compiles:
+                warmup.warm_up_trial(task, worker_id)
             result = run_task(task, report)
         except Exception as exc:  # a crashing trial fails alone; the worker lives on
             (Path(task.trial_dir) / "error.txt").write_text(traceback.format_exc())
@@ -122,6 +126,8 @@ class LocalExecutor:
         self.slots_per_process = slots_per_process
         # workers that fill the cores run XLA with one thread each (rltune.cpu_threads)
         self.cpu_threads = threads_per_worker(self.processes)
+        # several workers on one machine compile each program once between them (tune.warmup)
+        self.share_compiles = self.processes > 1
         self._ctx = mp.get_context("spawn")
         self._outbox = None
         self._workers: dict[int, tuple[mp.Process, object]] = {}  # worker id -> (process, inbox)
@@ -133,7 +139,7 @@ class LocalExecutor:
 
     # worker processes
     def _target(self, wid: int, inbox):
-        return worker_main, (wid, inbox, self._outbox, "local", True, self.cpu_threads)
+        return worker_main, (wid, inbox, self._outbox, "local", True, self.cpu_threads, self.share_compiles)
 
     def start(self) -> None:
         self._outbox = self._ctx.Queue()

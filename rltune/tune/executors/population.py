@@ -247,19 +247,21 @@ class PopulationExecutor(LocalExecutor):
 
     def _target(self, wid: int, inbox):
         return population_main, (wid, inbox, self._outbox, self.slots_per_process, "local", True,
-                                 self.cpu_threads)
+                                 self.cpu_threads, self.share_compiles)
 
 
 def population_main(worker_id: int, inbox, outbox, capacity: int, node: str = "local",
-                    own_process: bool = True, cpu_threads: int | None = None) -> None:
-    """Worker entry (a process, or a thread in a Ray actor): run members until told to exit."""
+                    own_process: bool = True, cpu_threads: int | None = None,
+                    share_compiles: bool = False) -> None:
+    """Worker entry (a process, or a thread in a Ray actor): run members until told to exit.
+    `share_compiles`: split compiling the population's programs with the other shards."""
     if own_process:
         start_worker_process(worker_id, cpu_threads)
     with lifetime("population", own_process):
-        _population_loop(worker_id, inbox, outbox, capacity, node)
+        _population_loop(worker_id, inbox, outbox, capacity, node, share_compiles)
 
 
-def _population_loop(worker_id: int, inbox, outbox, capacity: int, node: str) -> None:
+def _population_loop(worker_id: int, inbox, outbox, capacity: int, node: str, share_compiles: bool = False) -> None:
     pending: collections.deque[TrialTask] = collections.deque()
     decisions: dict[int, str] = {}
     population: Population | None = None
@@ -301,6 +303,10 @@ def _population_loop(worker_id: int, inbox, outbox, capacity: int, node: str) ->
             if received[0] < pbt.members:
                 continue
             pbt.started = True
+        if share_compiles and not population.members and pending:
+            from rltune.tune.warmup import warm_up_population
+
+            warm_up_population(population, pending[0], worker_id)
         with phase("setup"):
             _admit_pending(population, pending, worker_id, outbox, node)
         if not population.members:

@@ -1,0 +1,121 @@
+"""Workers of a cold study compile each program once between them (rltune.tune.warmup)."""
+
+import collections
+import contextlib
+import fcntl
+import logging
+import queue
+import re
+import threading
+import time
+import uuid
+
+import jax
+
+from rltune.agents import ppo
+from rltune.config import from_dict
+from rltune.runner import RunOptions, train
+from rltune.tune import warmup
+from rltune.tune.executors.base import TrialTask
+from rltune.tune.executors.population import Population, _admit_pending, _finish
+
+TINY = {"env": "CartPole-v1", "num_envs": 2, "num_steps": 8, "num_minibatches": 1, "update_epochs": 1,
+        "hidden_size": 8, "total_steps": 64}
+
+
+def _wait_for(condition, seconds=30.0):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_worker_compiles_what_no_other_worker_holds_and_takes_the_rest_up_last(tmp_path):
+    key, events = f"test {uuid.uuid4()}", []
+    holding, release = threading.Event(), threading.Event()
+
+    def other_worker():  # compiling "segment": it holds that program's lock
+        with open(tmp_path / f"{warmup._lock_key(key, 'segment')}.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            holding.set()
+            release.wait(30)
+            events.append("other worker done")
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+    programs = [warmup.Program(name, lambda name=name: events.append(name)) for name in ("init", "segment", "evaluate")]
+    other = threading.Thread(target=other_worker)
+    other.start()
+    holding.wait(30)
+    ran = []
+    worker = threading.Thread(target=lambda: ran.extend(warmup._compile_in_turn(programs, key, 1, tmp_path)))
+    worker.start()  # worker 1 starts at "segment", which is held: it goes on with the others
+    _wait_for(lambda: len(events) == 2)
+    time.sleep(0.2)
+    assert events == ["evaluate", "init"]  # and waits for "segment"
+    release.set()
+    worker.join(30)
+    other.join(30)
+    assert events == ["evaluate", "init", "other worker done", "segment"]
+    assert ran == ["evaluate", "init", "segment"]
+    assert warmup._compile_in_turn(programs, key, 0, tmp_path) == []  # this process has them all
+
+
+def test_a_program_that_fails_to_warm_up_is_left_to_the_trial(tmp_path, capsys):
+    key = f"test {uuid.uuid4()}"
+
+    def broken():
+        raise ValueError("no such shape")
+
+    programs = [warmup.Program("init", lambda: None), warmup.Program("segment", broken)]
+    assert warmup._compile_in_turn(programs, key, 0, tmp_path) == ["init"]
+    assert "warm-up of segment skipped (ValueError: no such shape)" in capsys.readouterr().err
+    with open(tmp_path / f"{warmup._lock_key(key, 'segment')}.lock", "a") as handle:  # and unlocked
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+@contextlib.contextmanager
+def lowered_programs():
+    """The names of the programs JAX lowers inside the block (jax_log_compiles' log lines)."""
+    names, handler = [], logging.Handler()
+    handler.emit = lambda record: names.extend(re.findall(r"^Compiling jit\((\S+)\)", record.getMessage()))
+    logger = logging.getLogger("jax")
+    logger.addHandler(handler)
+    jax.config.update("jax_log_compiles", True)
+    try:
+        yield names
+    finally:
+        jax.config.update("jax_log_compiles", False)
+        logger.removeHandler(handler)
+
+
+def test_a_warmed_up_trial_lowers_none_of_its_programs_again(tmp_path):
+    """The placeholders have the real inputs' shapes, dtypes and weak types: the trial's own
+    calls find every program in the process's jit caches."""
+    config = from_dict(ppo.PPOConfig, {**TINY, "gamma": 0.97})
+    with lowered_programs() as warm:
+        ran = warmup._compile_in_turn(warmup.trial_programs("ppo", config, 3), f"test {uuid.uuid4()}", 0, tmp_path)
+    assert ran == ["init", "segment", "evaluate"]
+    assert {"_init_jit", "_segment_jit", "run"} <= set(warm)
+    with lowered_programs() as again:
+        summary = train("ppo", config, tmp_path / "run", options=RunOptions(eval_episodes=3, eval_reference=False))
+    assert summary["eval"]["episodes"] == 3
+    assert not {"_init_jit", "_segment_jit", "run"} & set(again)
+
+
+def test_a_warmed_up_population_compiles_nothing_more(tmp_path):
+    capacity, outbox = 2, queue.Queue()
+    population = Population("ppo", capacity)
+    tasks = [TrialTask(trial_id=i, trial_dir=str(tmp_path / str(i)), params={}, agent="ppo",
+                       config={**TINY, "learning_rate": 1e-3 * (i + 1)}, eval_episodes=3,
+                       metric="eval_return") for i in range(2)]
+    config = from_dict(ppo.PPOConfig, tasks[0].config)
+    ran = warmup._compile_in_turn(warmup.population_programs(population, config, 3), f"test {uuid.uuid4()}", 0,
+                                  tmp_path)
+    assert ran == ["init", "set_slot", "population_segment", "evaluate"]
+    with lowered_programs() as again:
+        _admit_pending(population, collections.deque(tasks), 0, outbox)
+        host_states, _, _, _ = population.step()
+        _finish(population, 0, jax.tree.map(lambda x: x[0], host_states), "completed", 0, outbox)
+    assert not {"_init_jit", "set_slot", "<lambda>", "run"} & set(again), again
+    messages = [outbox.get_nowait() for _ in range(outbox.qsize())]
+    assert [m[0] for m in messages] == ["started", "started", "done"]
