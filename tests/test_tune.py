@@ -290,3 +290,29 @@ def test_unknown_scheduler_unit_is_a_usage_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["tune", str(spec), "--out", str(tmp_path / "study")])
     assert exc.value.code == 2 and "scheduler.unit" in capsys.readouterr().err
+
+
+def test_intermediate_values_reach_the_storage_in_one_transaction_per_flush(tmp_path):
+    from sqlalchemy import event
+
+    from rltune.tune.spec import spec_from_dict
+    from rltune.tune.storage import FLUSH_SECONDS, StudyStorage, storage_url
+
+    spec = spec_from_dict({"name": "batched", "agent": "ppo", "env": "CartPole-v1", "trials": 2,
+                           "search_space": {"gamma": {"type": "float", "low": 0.9, "high": 0.99}}})
+    storage = StudyStorage(storage_url(spec, tmp_path, None), spec)
+    study = storage.open(resume=False)
+    trials = [storage.ask(), storage.ask()]
+    assert storage.seconds_to_flush() is None  # nothing buffered
+    for step in range(1, 11):
+        for i, trial in enumerate(trials):
+            storage.report(trial, float(step * (i + 1)), step * 100)
+    assert 0.0 < storage.seconds_to_flush() <= FLUSH_SECONDS
+    commits = []
+    event.listen(storage._storage.engine, "commit", lambda conn: commits.append(1))
+    storage.flush()
+    assert len(commits) == 1 and storage.seconds_to_flush() is None
+    stored = {t.number: t.intermediate_values for t in study.get_trials()}
+    assert stored == {i: {step * 100: float(step * (i + 1)) for step in range(1, 11)} for i in range(2)}
+    storage.finish(trials[0], "COMPLETE", 10.0, {"eval_mean": 1.0})
+    assert study.get_trials()[0].state == optuna.trial.TrialState.COMPLETE

@@ -137,6 +137,18 @@ class StudyDriver:
         return result
 
     def _run_profiled(self) -> StudyResult:
+        # The workers start first: they import JAX (about a second each) while the storage opens.
+        self.executor = make_executor(self.spec.executor, self.executor_options())
+        try:
+            with phase("start"):  # spawning workers; starting a local Ray takes seconds
+                self.executor.start()
+            self._open_storage()
+        except BaseException:  # e.g. a foreign database (UsageError): no worker outlives it
+            self.executor.shutdown(force=True)
+            raise
+        return self._run_started()
+
+    def _open_storage(self) -> None:
         from rltune.tune.samplers import make_sampler
 
         study = self.storage.open(resume=self.resume)
@@ -153,14 +165,13 @@ class StudyDriver:
         if seed is not None and self.records:
             seed = (seed * 1_000_003 + len(study.trials)) % (2**31)
         study.sampler = make_sampler(self.spec.sampler.name, self.spec.space, seed, **self.spec.sampler.options)
+
+    def _run_started(self) -> StudyResult:
         self.started = time.time()
         interrupted = False
         display = None
         previous_handlers = _catch_interrupt(self)
-        self.executor = make_executor(self.spec.executor, self.executor_options())
         try:
-            with phase("start"):  # spawning workers; starting a local Ray takes seconds
-                self.executor.start()
             if self.live:
                 display = LiveView(self)
             while not self.interrupt_requested:
@@ -308,12 +319,13 @@ class StudyDriver:
             self._finish(run, "PRUNED")
 
     def _poll(self, timeout: float) -> None:
+        due = self.storage.seconds_to_flush()
         with phase("wait"):
-            events = self.executor.events(0 if self.storage.has_pending else timeout)
-        if not events:
-            self.storage.flush()
-        for event in events:
+            events = self.executor.events(timeout if due is None else min(timeout, due))
+        for event in events:  # decisions first: a trial waits for its answer, not for the disk
             self._handle(event)
+        if self.storage.seconds_to_flush() == 0.0:
+            self.storage.flush()
 
     def _handle(self, event) -> None:
         run = self.running.get(event.trial_id)
