@@ -46,3 +46,21 @@ print('ok')
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_worker_processes_share_an_accelerators_memory(monkeypatch):
+    from rltune.tune.executors.local import share_accelerator_memory
+
+    for name in ("XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_PREALLOCATE"):
+        monkeypatch.delenv(name, raising=False)
+    share_accelerator_memory(1)  # alone: JAX's default
+    assert "XLA_PYTHON_CLIENT_MEM_FRACTION" not in os.environ
+    share_accelerator_memory(2)
+    assert os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.375"
+    monkeypatch.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.2")  # the user's setting wins
+    share_accelerator_memory(4)
+    assert os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.2"
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_MEM_FRACTION")
+    monkeypatch.setenv("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # no preallocation: nothing to share
+    share_accelerator_memory(4)
+    assert "XLA_PYTHON_CLIENT_MEM_FRACTION" not in os.environ

@@ -48,22 +48,33 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
-def start_worker_process(worker_id: int, cpu_threads: int | None) -> None:
-    """First thing in a spawned worker process: XLA's CPU threads (None: one per core; see
-    rltune.cpu_threads), set before anything starts JAX; then the signals it must not take."""
+def start_worker_process(worker_id: int, cpu_threads: int | None, workers: int = 1) -> None:
+    """First thing in a spawned worker process, before anything starts JAX: XLA's CPU threads
+    (None: one per core; see rltune.cpu_threads) and its share of an accelerator's memory;
+    then the signals it must not take."""
     from rltune import cpu_threads as threads
 
+    share_accelerator_memory(workers)
     threads.limit(cpu_threads, worker_id)
     detach_from_terminal_signals()
 
 
+def share_accelerator_memory(workers: int) -> None:
+    """JAX takes 75 % of a GPU's memory when it starts: the second of two worker processes
+    on one GPU would find too little left. Each of `workers` takes its share of those 75 %
+    instead, unless the user set XLA_PYTHON_CLIENT_MEM_FRACTION (or turned preallocation off)."""
+    if workers > 1 and "XLA_PYTHON_CLIENT_PREALLOCATE" not in os.environ:
+        os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.75 / workers:.3f}")
+
+
 def worker_main(worker_id: int, inbox, outbox, node: str = "local", own_process: bool = True,
-                cpu_threads: int | None = None, share_compiles: bool = False) -> None:
+                cpu_threads: int | None = None, share_compiles: bool = False, workers: int = 1) -> None:
     """One trial at a time. `own_process`: a spawned worker process (not a thread in a Ray actor);
     `cpu_threads`: XLA's CPU threads in it (`start_worker_process`); `share_compiles`: split
-    compiling a trial's programs with the other workers (rltune.tune.warmup)."""
+    compiling a trial's programs with the other workers (rltune.tune.warmup); `workers`: how
+    many worker processes share this machine."""
     if own_process:
-        start_worker_process(worker_id, cpu_threads)
+        start_worker_process(worker_id, cpu_threads, workers)
     from rltune import profile
     from rltune.tune.trial import result_message, run_task
 
@@ -139,7 +150,8 @@ class LocalExecutor:
 
     # worker processes
     def _target(self, wid: int, inbox):
-        return worker_main, (wid, inbox, self._outbox, "local", True, self.cpu_threads, self.share_compiles)
+        return worker_main, (wid, inbox, self._outbox, "local", True, self.cpu_threads, self.share_compiles,
+                             self.processes)
 
     def start(self) -> None:
         self._outbox = self._ctx.Queue()

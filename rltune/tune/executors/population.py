@@ -247,16 +247,17 @@ class PopulationExecutor(LocalExecutor):
 
     def _target(self, wid: int, inbox):
         return population_main, (wid, inbox, self._outbox, self.slots_per_process, "local", True,
-                                 self.cpu_threads, self.share_compiles)
+                                 self.cpu_threads, self.share_compiles, self.processes)
 
 
 def population_main(worker_id: int, inbox, outbox, capacity: int, node: str = "local",
                     own_process: bool = True, cpu_threads: int | None = None,
-                    share_compiles: bool = False) -> None:
+                    share_compiles: bool = False, workers: int = 1) -> None:
     """Worker entry (a process, or a thread in a Ray actor): run members until told to exit.
-    `share_compiles`: split compiling the population's programs with the other shards."""
+    `share_compiles`: split compiling the population's programs with the other shards;
+    `workers`: how many shards share this machine."""
     if own_process:
-        start_worker_process(worker_id, cpu_threads)
+        start_worker_process(worker_id, cpu_threads, workers)
     with lifetime("population", own_process):
         _population_loop(worker_id, inbox, outbox, capacity, node, share_compiles)
 
