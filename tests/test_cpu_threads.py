@@ -64,3 +64,21 @@ def test_worker_processes_share_an_accelerators_memory(monkeypatch):
     monkeypatch.setenv("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # no preallocation: nothing to share
     share_accelerator_memory(4)
     assert "XLA_PYTHON_CLIENT_MEM_FRACTION" not in os.environ
+
+
+def test_the_driver_leaves_the_accelerators_memory_to_its_workers(monkeypatch):
+    from rltune.tune.executors.local import keep_driver_off_accelerator_memory, share_accelerator_memory
+
+    for name in ("XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_PREALLOCATE", "RLTUNE_DRIVER_SET_PREALLOCATE"):
+        monkeypatch.delenv(name, raising=False)
+    keep_driver_off_accelerator_memory()
+    assert os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"  # the driver allocates on demand
+    share_accelerator_memory(2)  # a worker (it inherited the driver's environment) preallocates its share
+    assert "XLA_PYTHON_CLIENT_PREALLOCATE" not in os.environ
+    assert os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.375"
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_MEM_FRACTION")
+    monkeypatch.setenv("XLA_PYTHON_CLIENT_PREALLOCATE", "true")  # a user's choice is left alone, everywhere
+    keep_driver_off_accelerator_memory()
+    share_accelerator_memory(2)
+    assert os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] == "true"
+    assert "XLA_PYTHON_CLIENT_MEM_FRACTION" not in os.environ

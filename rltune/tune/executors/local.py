@@ -59,12 +59,28 @@ def start_worker_process(worker_id: int, cpu_threads: int | None, workers: int =
     detach_from_terminal_signals()
 
 
+PREALLOCATE, MEM_FRACTION = "XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION"
+_DRIVER_SET_PREALLOCATE = "RLTUNE_DRIVER_SET_PREALLOCATE"  # the driver's own setting, not the user's
+
+
+def keep_driver_off_accelerator_memory() -> None:
+    """JAX takes 75 % of a GPU's memory when its backend starts. The study driver uses JAX for
+    small things only (shapes, the best trial's check), so it must not take the memory its
+    workers need: it allocates on demand instead. Called before the driver's JAX starts. Its
+    workers inherit the environment; `share_accelerator_memory` gives them preallocation back."""
+    if PREALLOCATE not in os.environ and MEM_FRACTION not in os.environ:
+        os.environ[PREALLOCATE] = "false"
+        os.environ[_DRIVER_SET_PREALLOCATE] = "1"
+
+
 def share_accelerator_memory(workers: int) -> None:
-    """JAX takes 75 % of a GPU's memory when it starts: the second of two worker processes
-    on one GPU would find too little left. Each of `workers` takes its share of those 75 %
-    instead, unless the user set XLA_PYTHON_CLIENT_MEM_FRACTION (or turned preallocation off)."""
-    if workers > 1 and "XLA_PYTHON_CLIENT_PREALLOCATE" not in os.environ:
-        os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.75 / workers:.3f}")
+    """In a worker process, before JAX starts: the second of two worker processes on one GPU
+    would find too little memory left, so each of `workers` preallocates its share of JAX's
+    75 %, unless the user set XLA_PYTHON_CLIENT_MEM_FRACTION (or turned preallocation off)."""
+    if os.environ.pop(_DRIVER_SET_PREALLOCATE, None):
+        os.environ.pop(PREALLOCATE, None)
+    if workers > 1 and PREALLOCATE not in os.environ:
+        os.environ.setdefault(MEM_FRACTION, f"{0.75 / workers:.3f}")
 
 
 def worker_main(worker_id: int, inbox, outbox, node: str = "local", own_process: bool = True,
