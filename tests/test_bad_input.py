@@ -311,3 +311,11 @@ def test_trainer_block_with_a_builtin_agent_is_refused(tmp_path):
     with pytest.raises(UsageError) as err:
         load_spec(spec)
     assert err.value.field == "trainer"
+
+
+def test_an_ou_step_past_its_mean_is_refused_before_the_run_dir(tmp_path, capsys):
+    out = tmp_path / "run"
+    err = exits_2(["train", "td3", "--env", "Pendulum-v1", "--noise-type", "ou", "--ou-theta", "150",
+                   "--ou-dt", "0.01", "--out", str(out)], capsys)
+    assert "ou_theta" in err and "at most 1" in err and "--ou-dt" in err
+    assert not out.exists()

@@ -314,5 +314,8 @@ def test_intermediate_values_reach_the_storage_in_one_transaction_per_flush(tmp_
     assert len(commits) == 1 and storage.seconds_to_flush() is None
     stored = {t.number: t.intermediate_values for t in study.get_trials()}
     assert stored == {i: {step * 100: float(step * (i + 1)) for step in range(1, 11)} for i in range(2)}
+    storage.report(trials[0], -1.0, 100)  # a step reported again (a retried trial) keeps its first value
+    storage.flush()
+    assert study.get_trials()[0].intermediate_values[100] == 1.0
     storage.finish(trials[0], "COMPLETE", 10.0, {"eval_mean": 1.0})
     assert study.get_trials()[0].state == optuna.trial.TrialState.COMPLETE

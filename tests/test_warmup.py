@@ -71,6 +71,26 @@ def test_a_program_that_fails_to_warm_up_is_left_to_the_trial(tmp_path, capsys):
     assert "warm-up of segment skipped (ValueError: no such shape)" in capsys.readouterr().err
     with open(tmp_path / f"{warmup._lock_key(key, 'segment')}.lock", "a") as handle:  # and unlocked
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    assert warmup._compile_in_turn(programs, key, 0, tmp_path) == []  # not tried again
+    assert capsys.readouterr().err == ""
+
+
+def test_a_worker_stuck_in_a_compile_holds_up_the_others_only_so_long(tmp_path, monkeypatch):
+    monkeypatch.setattr(warmup, "WAIT_SECONDS", 0.3)
+    key, ran = f"test {uuid.uuid4()}", []
+    with open(tmp_path / f"{warmup._lock_key(key, 'segment')}.lock", "a") as stuck:
+        fcntl.flock(stuck, fcntl.LOCK_EX)  # held for good by a hung worker
+        start = time.monotonic()
+        done = warmup._compile_in_turn([warmup.Program("segment", lambda: ran.append(1))], key, 0, tmp_path)
+        assert done == ["segment"] and ran == [1]  # compiled it itself
+        assert 0.3 <= time.monotonic() - start < 10
+
+
+def test_whatever_fails_in_a_warm_up_leaves_the_trial_to_compile(tmp_path, capsys):
+    task = TrialTask(trial_id=0, trial_dir=str(tmp_path / "0"), params={}, agent="ppo",
+                     config={**TINY, "env": "NoSuchEnv-v0"})
+    warmup.warm_up_trial(task, 0)  # no exception: the trial reports the unknown env itself
+    assert "compile warm-up skipped" in capsys.readouterr().err
 
 
 @contextlib.contextmanager

@@ -32,9 +32,10 @@ class ActorCriticConfig(off.OffPolicyConfig):
     learning_rate: float = param(3e-4, "Adam learning rate (actors and critics).", low=0.0, low_exclusive=True)
     tau: float = param(0.005, "Soft target update rate: target <- (1 - tau) target + tau online.",
                        low=0.0, high=1.0)
-    exploration_noise: float = param(0.1, "Std of the exploration noise (sigma of the OU process "
-                                     "with --noise-type ou), as a fraction of the action half-range.",
-                                     low=0.0)
+    exploration_noise: float = param(0.1, "Std of the exploration noise, as a fraction of the action "
+                                     "half-range; with --noise-type ou the process's sigma (its "
+                                     "stationary std is about sigma / sqrt(2 theta), so it moves "
+                                     "with --ou-theta too).", low=0.0)
     noise_type: str = param("gaussian", "Exploration noise: independent Gaussian per step, or an "
                             "Ornstein-Uhlenbeck process per env (temporally correlated, reset at "
                             "episode end; RL Zoo's 'ornstein-uhlenbeck').", choices=("gaussian", "ou"),
@@ -45,6 +46,13 @@ class ActorCriticConfig(off.OffPolicyConfig):
     hidden_size: int = param(256, "Units per hidden layer (actor and critic).", low=1, static=True)
     hidden_layers: int = param(2, "Hidden layers (actor and critic).", low=1, static=True)
     activation: str = param("relu", "Hidden activation.", choices=("tanh", "relu"), static=True)
+
+    def check(self) -> None:
+        # x' = (1 - theta dt) x + ...: at theta dt > 1 the noise flips sign every step, at >= 2 it diverges
+        if self.noise_type == "ou" and self.ou_theta * self.ou_dt > 1.0:
+            raise UsageError("ou_theta", f"ou_theta * ou_dt must be at most 1 (the OU step reverts "
+                             f"past its mean beyond that); got {self.ou_theta:g} * {self.ou_dt:g} = "
+                             f"{self.ou_theta * self.ou_dt:g}: lower --ou-theta or --ou-dt")
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,9 @@ One update takes `rollouts_per_update` rollouts (1 by default; GA3C's minimum tr
 concatenated along the env axis: `rollouts_per_update * num_envs * t_max` env steps (env steps
 count what the learner learned from; rollouts still queued when a run ends are dropped). The actors start with the
 first `train_segment` and stop at `close(state)` (the runner calls it when a run ends) or when
-the training process exits or dies (parent-death signal), so none outlives its run. Not for
+the training process exits or dies (parent-death signal), so none outlives its run. (Linux sends
+that signal when the *thread* that started the actors ends: call `train_segment` from a thread
+that lives as long as the run, not from a short-lived pool thread.) Not for
 the population executor (the actors are processes, not a vmappable program).
 """
 
@@ -330,23 +332,30 @@ class ActorPool:
         self.procs = [ctx.Process(target=actor_main, name=f"rltune-a3c-actor-{i}", daemon=True,
                                   args=(i, config, self.box, self.rollouts, self.stop, os.getpid()))
                       for i in range(config.num_actors)]
-        with _children_allowed():
-            for proc in self.procs:
-                proc.start()
+        # registered first: if a later actor fails to start, the ones already running are stopped
         self._finalize = weakref.finalize(self, _stop_actors, self.procs, self.stop, self.rollouts)
+        try:
+            with _children_allowed():
+                for proc in self.procs:
+                    proc.start()
+        except BaseException:
+            self._finalize()
+            raise
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs]
 
     def get(self):
-        """The next rollout; raises RuntimeError if an actor died (its traceback is on stderr)."""
+        """The next rollout; raises RuntimeError if an actor died (its traceback is on stderr),
+        also while the others keep the queue full: training goes on with every actor or not at all."""
         while True:
+            for i, proc in enumerate(self.procs):
+                if proc.exitcode is not None:
+                    raise RuntimeError(f"a3c actor {i} exited with code {proc.exitcode}") from None
             try:
                 return self.rollouts.get(timeout=1.0)
             except queue_module.Empty:
-                for i, proc in enumerate(self.procs):
-                    if not proc.is_alive():
-                        raise RuntimeError(f"a3c actor {i} exited with code {proc.exitcode}") from None
+                continue
 
     def close(self) -> None:
         self._finalize()

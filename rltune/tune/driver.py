@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,11 +199,19 @@ class StudyDriver:
             _restore_interrupt(previous_handlers)
             if display:
                 display.close()
+            self._flush_reports()  # also when the loop failed: the curves so far are kept
             with phase("shutdown"):
                 self.executor.shutdown(force=interrupted)
             self._write_outputs()
         return StudyResult(self.study_dir, self.sorted_records(), self.best(),
                            interrupted and not self.stopped_by_max_time)
+
+    def _flush_reports(self) -> None:
+        try:
+            self.storage.flush()
+        except Exception as exc:  # noqa: BLE001 - the storage may be what failed: the outputs still get written
+            print(f"rltune: could not write the last intermediate values: {type(exc).__name__}: {exc}",
+                  file=sys.stderr)
 
     def _replay(self, t) -> None:
         """Rebuild the scheduler's rungs/phases from a stored trial's intermediate values."""

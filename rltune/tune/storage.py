@@ -86,6 +86,7 @@ class StudyStorage:
         self.spec = spec
         self._pending_reports: list[tuple[optuna.trial.Trial, float, int]] = []
         self._first_pending = 0.0  # when the oldest buffered report came
+        self._reported: dict[int, set[int]] = {}  # trial id -> the steps it reported
         self.study: optuna.Study | None = None
 
     def open(self, *, resume: bool) -> optuna.Study:
@@ -119,7 +120,13 @@ class StudyStorage:
         return self.study.ask()
 
     def report(self, trial: optuna.trial.Trial, value: float, step: int) -> None:
-        """Buffered: a trial waits for the driver's decision, not for the disk (see `flush`)."""
+        """Buffered: a trial waits for the driver's decision, not for the disk (see `flush`).
+        A step reported again (a retried trial replaying from its checkpoint) keeps its first
+        value, as Optuna's `Trial.report` and the schedulers do."""
+        steps = self._reported.setdefault(trial._trial_id, set())
+        if step in steps:
+            return
+        steps.add(step)
         if not self._pending_reports:
             self._first_pending = time.monotonic()
         self._pending_reports.append((trial, value, step))

@@ -26,6 +26,7 @@ import fcntl
 import hashlib
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -85,14 +86,31 @@ def population_programs(population, config, eval_episodes: int) -> list[Program]
 
 def warm_up_trial(task, worker_id: int) -> None:
     """Before a local worker's trial: its programs, compiles shared (a no-op once warm)."""
+    _guarded(lambda: _warm_up_trial(task, worker_id))
+
+
+def warm_up_population(population, task, worker_id: int) -> None:
+    """Before a population worker admits its first members of a static config."""
+    _guarded(lambda: _warm_up_population(population, task, worker_id))
+
+
+def _guarded(warm_up: Callable[[], None]) -> None:
+    """Warming up is an optimization: whatever fails in it (a read-only or lock-less cache
+    directory, a config the trial will reject) leaves the trial to compile as it always did."""
+    try:
+        warm_up()
+    except Exception as exc:  # noqa: BLE001
+        print(f"rltune: compile warm-up skipped ({type(exc).__name__}: {exc})", file=sys.stderr)
+
+
+def _warm_up_trial(task, worker_id: int) -> None:
     config = _task_config(task)
     if config is not None:
         programs = trial_programs(task.agent, config, task.eval_episodes)
         compile_shared(programs, config_key("trial", task.agent, config, str(task.eval_episodes)), worker_id)
 
 
-def warm_up_population(population, task, worker_id: int) -> None:
-    """Before a population worker admits its first members of a static config."""
+def _warm_up_population(population, task, worker_id: int) -> None:
     config = _task_config(task)
     if config is not None:
         programs = population_programs(population, config, task.eval_episodes)
@@ -145,25 +163,40 @@ def _compile_in_turn(programs: list[Program], key: str, worker_id: int, locks: P
         if lock_key in _done:
             continue
         handle = open(locks / f"{lock_key}.lock", "a")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # another worker is compiling it: take it up last, from the cache
+        if not _try_lock(handle):  # another worker is compiling it: take it up last, from the cache
             deferred.append((program, lock_key, handle))
             continue
         ran += _run_locked(program, lock_key, handle)
     for program, lock_key, handle in deferred:
         with phase("wait"):  # for the other worker's compile to finish
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        ran += _run_locked(program, lock_key, handle)
+            deadline = time.monotonic() + WAIT_SECONDS
+            while not _try_lock(handle) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        ran += _run_locked(program, lock_key, handle)  # locked, or the other worker is stuck: compile
     return ran
 
 
+# A worker waits this long for another's compile (a stopped or hung worker must not hold up the
+# study); then it compiles the program itself.
+WAIT_SECONDS = 300.0
+
+
+def _try_lock(handle) -> bool:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
 def _run_locked(program: Program, lock_key: str, handle) -> list[str]:
+    """Run `program` (its lock held, normally) and release the lock. A program that fails is
+    not tried again in this process: the trial compiles it as it would have anyway."""
     import jax
 
+    _done.add(lock_key)
     try:
         jax.block_until_ready(program.run())
-        _done.add(lock_key)
         return [program.name]
     except Exception as exc:  # noqa: BLE001 - an optimization: the trial compiles it itself
         print(f"rltune: warm-up of {program.name} skipped ({type(exc).__name__}: {exc})", file=sys.stderr)

@@ -44,8 +44,9 @@ def die_with_parent() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):  # not Linux: the driver's shutdown path still kills us
         pass
-    if os.getppid() == 1:  # the parent died before prctl took effect
-        os._exit(1)
+    parent = mp.parent_process()  # spawned by the driver: it knows the driver's pid
+    if os.getppid() == 1 or (parent is not None and os.getppid() != parent.pid):
+        os._exit(1)  # the driver died before prctl took effect (we were re-parented)
 
 
 def start_worker_process(worker_id: int, cpu_threads: int | None, workers: int = 1) -> None:
