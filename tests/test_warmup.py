@@ -111,7 +111,8 @@ def lowered_programs():
 def test_a_warmed_up_trial_lowers_none_of_its_programs_again(tmp_path):
     """The placeholders have the real inputs' shapes, dtypes and weak types: the trial's own
     calls find every program in the process's jit caches."""
-    config = from_dict(ppo.PPOConfig, {**TINY, "gamma": 0.97})
+    # a static shape of its own (hidden_size): no other test has compiled these programs
+    config = from_dict(ppo.PPOConfig, {**TINY, "gamma": 0.97, "hidden_size": 7})
     with lowered_programs() as warm:
         ran = warmup._compile_in_turn(warmup.trial_programs("ppo", config, 3), f"test {uuid.uuid4()}", 0, tmp_path)
     assert ran == ["init", "segment", "evaluate"]
@@ -126,7 +127,7 @@ def test_a_warmed_up_population_compiles_nothing_more(tmp_path):
     capacity, outbox = 2, queue.Queue()
     population = Population("ppo", capacity)
     tasks = [TrialTask(trial_id=i, trial_dir=str(tmp_path / str(i)), params={}, agent="ppo",
-                       config={**TINY, "learning_rate": 1e-3 * (i + 1)}, eval_episodes=3,
+                       config={**TINY, "hidden_size": 6, "learning_rate": 1e-3 * (i + 1)}, eval_episodes=3,
                        metric="eval_return") for i in range(2)]
     config = from_dict(ppo.PPOConfig, tasks[0].config)
     ran = warmup._compile_in_turn(warmup.population_programs(population, config, 3), f"test {uuid.uuid4()}", 0,
