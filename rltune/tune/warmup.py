@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-_done: set[str] = set()  # programs this process has already compiled (their lock keys)
+_done: set[str] = set()  # lock keys of the programs this process has run (or failed to: not retried)
 
 
 @dataclass(frozen=True)
@@ -43,14 +43,17 @@ class Program:
 def trial_programs(agent: str, config, eval_episodes: int) -> list[Program]:
     """What a trial of `config` compiles on the local executor; [] when it is not a compiled
     (gymnax) on-policy trial, whose programs are all known in advance."""
-    module, info = _compiled_on_policy(agent, config)
+    import jax
+
+    module = _compiled_on_policy(agent, config)
     if module is None:
         return []
+    abstract = jax.eval_shape(lambda: module.init(config))
     programs = [Program("init", lambda: module.init(config))]
-    state = _placeholder(lambda: module.init(config))
+    state = _placeholder(abstract)
     if state is not None:
         programs.append(Program("segment", lambda: module.train_segment(config, state, 0)))
-    return programs + _evaluation(agent, config, module, eval_episodes)
+    return programs + _evaluation(agent, config, abstract.params, eval_episodes)
 
 
 def population_programs(population, config, eval_episodes: int) -> list[Program]:
@@ -61,7 +64,7 @@ def population_programs(population, config, eval_episodes: int) -> list[Program]
 
     from rltune.tune.executors.population import _set_slot
 
-    module, _ = _compiled_on_policy(population.agent, config)
+    module = _compiled_on_policy(population.agent, config)
     if module is None:
         return []
     abstract = jax.eval_shape(lambda: module.init(config))
@@ -81,7 +84,7 @@ def population_programs(population, config, eval_episodes: int) -> list[Program]
     return [Program("init", lambda: module.init(config)),
             Program("set_slot", lambda: _set_slot(*stacked(), 0, one, hp)),
             Program("population_segment", segment),
-            *_evaluation(population.agent, config, module, eval_episodes)]
+            *_evaluation(population.agent, config, abstract.params, eval_episodes)]
 
 
 def warm_up_trial(task, worker_id: int) -> None:
@@ -221,24 +224,23 @@ def _lock_key(key: str, name: str) -> str:
 
 
 def _compiled_on_policy(agent: str, config):
+    """The agent's module when its trials on `config.env` are compiled on-policy segments."""
     from rltune.agents import get_agent
     from rltune.envs import env_info
 
     module = get_agent(agent)
     if not hasattr(module, "population_segment"):  # the on-policy family: compiled segments
-        return None, None
-    info = env_info(config.env, config.backend)
-    return (module, info) if info.backend == "gymnax" else (None, None)
+        return None
+    return module if env_info(config.env, config.backend).backend == "gymnax" else None
 
 
-def _placeholder(make):
-    """Zeros shaped like `make()`'s output, weak types included (a jit call with another weak
-    type would trace and compile a second program); None when it cannot be matched."""
+def _placeholder(abstract):
+    """Zeros shaped like `abstract` (jax.eval_shape's output), weak types included (a jit call
+    with another weak type would trace and compile a second program); None when it cannot be
+    matched."""
     import jax
     import jax.numpy as jnp
     import numpy as np
-
-    abstract = jax.eval_shape(make)
 
     def zeros(s):
         if s.weak_type:
@@ -254,7 +256,7 @@ def _placeholder(make):
     return value if same else None
 
 
-def _evaluation(agent: str, config, module, eval_episodes: int) -> list[Program]:
+def _evaluation(agent: str, config, abstract_params, eval_episodes: int) -> list[Program]:
     """The trial's final evaluation on the env as trained, with all-zero weights."""
     import jax
     import numpy as np
@@ -265,8 +267,7 @@ def _evaluation(agent: str, config, module, eval_episodes: int) -> list[Program]
         return []
 
     def run():
-        state = jax.eval_shape(lambda: module.init(config))
-        params = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), state.params)
+        params = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), abstract_params)
         return evaluate_params(agent, config, params, eval_episodes, 0, reference=False)
 
     return [Program("evaluate", run)]
