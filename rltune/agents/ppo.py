@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rltune import hp_schedule
+from rltune import hp_schedule, shuffle
 from rltune.agents import _onpolicy as on
 from rltune.config import param
 from rltune.envs import EnvInfo, env_info  # noqa: F401  (env_info: part of the module's API)
@@ -129,7 +129,7 @@ def _update(config: PPOConfig, info: EnvInfo, network, hp, params, opt_state, tr
         return (on.apply_lr(params, updates, lr), opt_state), metrics
 
     def epoch(carry, key):
-        perm = jax.random.permutation(key, config.batch_size)
+        perm = shuffle.permutation(key, config.batch_size)  # jax.random.permutation's, faster on CPU
         shuffled = jax.tree.map(
             lambda x: x[perm].reshape((config.num_minibatches, config.minibatch_size, *x.shape[1:])), flat)
         return jax.lax.scan(minibatch_step, carry, shuffled)

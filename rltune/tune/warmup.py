@@ -57,8 +57,8 @@ def trial_programs(agent: str, config, eval_episodes: int) -> list[Program]:
 
 
 def population_programs(population, config, eval_episodes: int) -> list[Program]:
-    """What a population worker compiles for members of `config`: a member's init, writing a
-    member into its slot, the vmapped segment and the evaluation."""
+    """What a population worker compiles for members of `config`: a member's init, the vmapped
+    segment, writing a member into its slot and the evaluation."""
     import jax
     import numpy as np
 
@@ -81,9 +81,11 @@ def population_programs(population, config, eval_episodes: int) -> list[Program]
         states, hps = stacked()
         return module.population_segment(*population.static_key(config))(hps, states, np.zeros(capacity, np.int32))
 
+    # The segment second: worker 1 starts on it (the longest compile) with nothing before it,
+    # while worker 0 takes the others in turn.
     return [Program("init", lambda: module.init(config)),
-            Program("set_slot", lambda: _set_slot(*stacked(), 0, one, hp)),
             Program("population_segment", segment),
+            Program("set_slot", lambda: _set_slot(*stacked(), 0, one, hp)),
             *_evaluation(population.agent, config, abstract.params, eval_episodes)]
 
 
