@@ -235,3 +235,23 @@ def test_ou_noise_state_is_carried_and_reset_at_episode_end(backend):
     gaussian = make(td3, env="Pendulum-v1", backend=backend, total_steps=400, learning_starts=0)
     state, _ = td3.train_segment(gaussian, td3.init(gaussian), 150)
     np.testing.assert_array_equal(np.asarray(state.noise), 0.0)  # Gaussian noise keeps no state
+
+
+def test_a_resumed_gymnasium_run_starts_its_new_episodes_with_zero_ou_noise(tmp_path):
+    # The checkpoint is taken 150 steps into 200-step Pendulum episodes, with their noise; the
+    # resumed run's Gymnasium envs are new (reset, not checkpointed), so its noise starts at zero.
+    from rltune.runner import RunOptions, load_last
+    from rltune.runner import train as run
+
+    config = make(td3, env="Pendulum-v1", backend="gymnasium", num_envs=2, total_steps=300,
+                  noise_type="ou", exploration_noise=0.5)
+    run("td3", config, tmp_path, options=RunOptions(segment_steps=300, eval_episodes=0))
+    resumed, _ = load_last("td3", config, tmp_path)
+    assert np.all(np.asarray(resumed.noise) != 0.0)  # the interrupted episodes' noise, as saved
+    from_zero, _ = load_last("td3", config, tmp_path)
+    from_zero = from_zero.replace(noise=np.zeros_like(from_zero.noise))
+    resumed, _ = td3.train_segment(config, resumed, 1)
+    from_zero, _ = td3.train_segment(config, from_zero, 1)
+    np.testing.assert_array_equal(np.asarray(resumed.noise), np.asarray(from_zero.noise))
+    assert np.all(np.asarray(resumed.noise) != 0.0)
+    np.testing.assert_array_equal(np.asarray(resumed.episodes.running_length), 1)  # and so do their lengths

@@ -104,9 +104,9 @@ def test_pg_rejects_a_batch_that_num_envs_does_not_divide():
     assert exc.value.field == "batch_size"
 
 
-def test_a2c_gymnasium_host_loop_gaussian_trains_and_loads(tmp_path):
+def test_a2c_gymnasium_host_loop_gaussian_trains_loads_and_resumes(tmp_path):
     from rltune.policy import load_agent
-    from rltune.runner import RunOptions, train
+    from rltune.runner import RunOptions, load_last, train
 
     config = from_dict(a2c.Config, {**A2C_TINY, "env": "Pendulum-v1", "backend": "gymnasium", "total_steps": 32 * 3,
                                     "reward_window": 5})
@@ -115,6 +115,11 @@ def test_a2c_gymnasium_host_loop_gaussian_trains_and_loads(tmp_path):
     agent = load_agent(tmp_path)
     action = agent.act(np.zeros(3, np.float32))
     assert action.shape == (1,) and abs(float(action[0])) <= 2.0
+    # Resumed 24 steps into each env's episode: the new envs' episodes count from their start.
+    state, _ = load_last("a2c", config, tmp_path)
+    np.testing.assert_array_equal(np.asarray(state.episodes.running_length), 24)
+    state, _ = a2c.train_segment(config, state, 1)
+    np.testing.assert_array_equal(np.asarray(state.episodes.running_length), 8)
 
 
 def test_observation_statistics_merge_batches_exactly():

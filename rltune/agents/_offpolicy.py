@@ -29,7 +29,7 @@ from flax import struct
 
 from rltune import replay as rb
 from rltune.agents.episodes import (EpisodeStats, init_episode_stats, record_step, record_step_np,
-                                   window_mean)
+                                   restart_episodes, window_mean)
 from rltune.config import CommonConfig, param, split_traced
 from rltune.envs import EnvInfo, env_info, make_gymnax
 from rltune.envs import gym_vec
@@ -92,7 +92,7 @@ class OffPolicyState:
     replay: rb.Replay
     env_state: Any  # gymnax env states (None on the host path)
     obs: Any  # current observations (None on the host path: the VecEnv keeps them)
-    noise: Any  # per-env exploration noise state (OU noise; zeros otherwise), reset at episode end
+    noise: Any  # per-env exploration noise state (OU noise; zeros otherwise), zero at each episode start
     rng: jnp.ndarray
     episodes: EpisodeStats
     update: Any  # vector env steps so far
@@ -290,6 +290,11 @@ def _segment_host(make_algo, config, info: EnvInfo, hp, state: OffPolicyState, n
     venv, np_rng = state.host.venv, state.host.np_rng
     learner, rng, replay, episodes = _learner(state), state.rng, state.replay, state.episodes
     noise = np.asarray(state.noise)
+    if venv.steps == 0:
+        # Every env is at an episode's start: zero noise, as at every episode start. It matters
+        # on resume, where the envs are new (reset by init) but the checkpoint holds the noise
+        # (and running returns) of the episodes it interrupted.
+        noise, episodes = np.zeros_like(noise), restart_episodes(episodes)
     update, env_steps = int(state.update), int(state.env_steps)
     sums = _zero_sums(algo)
     every = max(1, int(algo.target_every(hp))) if algo.target_every is not None else 0

@@ -31,7 +31,7 @@ import numpy as np
 from flax import struct
 
 from rltune.agents.episodes import (EpisodeStats, init_episode_stats, record_step, record_step_np,
-                                   window_mean)
+                                   restart_episodes, window_mean)
 from rltune.config import CommonConfig, split_traced
 from rltune.envs import EnvInfo, env_info, make_gymnax
 from rltune.errors import UsageError
@@ -395,6 +395,8 @@ def _segment_host(make_algo, config, info: EnvInfo, hp, state: OnPolicyState, nu
     venv = state.host
     state = state.replace(host=None)  # jitted functions see only arrays
     episodes = jax.tree.map(np.asarray, state.episodes)
+    if venv.steps == 0:  # new envs (a resumed run's): the checkpoint's episodes in progress are gone
+        episodes = restart_episodes(episodes)
     sums = {k: 0.0 for k in algo.metric_names}
     for _ in range(num_updates):
         traj, rng, episodes = host_rollout(act, venv, state.params, state.rng, episodes, config.rollout_length)

@@ -48,6 +48,7 @@ import queue as queue_module
 import signal
 import weakref
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -141,6 +142,17 @@ def learner_fn(config: A3CConfig, info: EnvInfo):
     return learn
 
 
+class Rollout(NamedTuple):
+    """An actor's message to the learner: one rollout and the episodes that ended in it."""
+
+    actor_id: int
+    version: int  # of the parameters the actor acted with (the learner's updates done then)
+    traj: on.Transition  # numpy arrays, (t_max, num_envs, ...)
+    last_obs: np.ndarray  # (num_envs, ...): the observations after the rollout, to bootstrap from
+    episode_returns: np.ndarray  # of the episodes completed during the rollout
+    episode_lengths: np.ndarray
+
+
 def add_episodes(stats: EpisodeStats, returns, lengths) -> EpisodeStats:
     """Append completed episodes (reported by an actor) to the learner's ring buffers."""
     out, lens, count = np.array(stats.returns), np.array(stats.lengths), int(stats.count)
@@ -166,22 +178,23 @@ class Learner:
         self.max_lag = config.max_policy_lag
         self.stale = 0
 
-    def too_stale(self, message) -> bool:
-        """Whether to drop `message` (lag above max_policy_lag); its episodes count either way."""
-        if self.max_lag and self.version - message[1] > self.max_lag:
+    def too_stale(self, rollout: Rollout) -> bool:
+        """Whether to drop `rollout` (lag above max_policy_lag); its episodes count either way."""
+        if self.max_lag and self.version - rollout.version > self.max_lag:
             self.stale += 1
-            self.episodes = add_episodes(self.episodes, message[4], message[5])
+            self.episodes = add_episodes(self.episodes, rollout.episode_returns, rollout.episode_lengths)
             return True
         return False
 
-    def step(self, messages):
-        """One update on `rollouts_per_update` actor messages (batched along the env axis);
-        returns the new flat parameters and their version."""
-        for _, version, _, _, returns, lengths in messages:
-            self.lags.append(self.version - version)
-            self.episodes = add_episodes(self.episodes, returns, lengths)
-        traj = on.Transition(*(np.concatenate(column, 1) for column in zip(*(m[2] for m in messages))))
-        last_obs = np.concatenate([m[3] for m in messages], 0)
+    def step(self, rollouts):
+        """One update on `rollouts_per_update` Rollouts (or tuples of their fields), batched along
+        the env axis; returns the new flat parameters and their version."""
+        rollouts = [Rollout._make(r) for r in rollouts]
+        for r in rollouts:
+            self.lags.append(self.version - r.version)
+            self.episodes = add_episodes(self.episodes, r.episode_returns, r.episode_lengths)
+        traj = on.Transition(*(np.concatenate(column, 1) for column in zip(*(r.traj for r in rollouts))))
+        last_obs = np.concatenate([r.last_obs for r in rollouts], 0)
         state = self.state.replace(obs=jnp.asarray(last_obs, jnp.float32))
         self.state, metrics, flat = self.learn(self.hp, state, traj)
         self.sums = {k: self.sums[k] + metrics[k] for k in self.sums}
@@ -220,9 +233,8 @@ class Actor:
             self.episodes = jax.tree.map(np.asarray, state.episodes)
             self._act = on.host_fns(make_algo, self.static, self.info)[0]
 
-    def collect(self, params, version: int):
-        """One rollout of t_max steps with `params` (of `version`): the message for the learner,
-        (actor id, version, Transition arrays, last obs, completed episode returns, lengths)."""
+    def collect(self, params, version: int) -> Rollout:
+        """One rollout of t_max steps with `params` (of `version`): the message for the learner."""
         if self.info.backend == "gymnax":
             before = int(self.state.episodes.count)
             self.state, traj = self._rollout(self.state.replace(params=params))
@@ -234,8 +246,10 @@ class Actor:
             episodes, last_obs = self.episodes, self.venv.obs
         window = episodes.returns.shape[0]
         new = (before + np.arange(int(episodes.count) - before)) % window
-        return (self.actor_id, version, tuple(np.asarray(x) for x in jax.device_get(traj)), np.asarray(last_obs),
-                np.asarray(episodes.returns)[new], np.asarray(episodes.lengths)[new])
+        return Rollout(actor_id=self.actor_id, version=version,
+                       traj=jax.tree.map(np.asarray, jax.device_get(traj)), last_obs=np.asarray(last_obs),
+                       episode_returns=np.asarray(episodes.returns)[new],
+                       episode_lengths=np.asarray(episodes.lengths)[new])
 
 
 class ParamBox:
@@ -281,10 +295,10 @@ def actor_main(actor_id: int, config: A3CConfig, box: ParamBox, rollouts, stop, 
             newer, flat = box.read_newer(version)
             if flat is not None:
                 version, params = newer, actor.unravel(jnp.asarray(flat))
-            message = actor.collect(params, version)
+            rollout = actor.collect(params, version)
             while not stop.is_set():
                 try:
-                    rollouts.put(message, timeout=0.2)
+                    rollouts.put(rollout, timeout=0.2)
                     break
                 except queue_module.Full:
                     continue
@@ -345,7 +359,7 @@ class ActorPool:
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs]
 
-    def get(self):
+    def get(self) -> Rollout:
         """The next rollout; raises RuntimeError if an actor died (its traceback is on stderr),
         also while the others keep the queue full: training goes on with every actor or not at all."""
         while True:
@@ -401,9 +415,9 @@ def train_segment(config: A3CConfig, state: on.OnPolicyState, num_updates: int):
         for _ in range(num_updates):
             batch = []
             while len(batch) < config.rollouts_per_update:
-                message = pool.get()
-                if not learner.too_stale(message):
-                    batch.append(message)
+                rollout = pool.get()
+                if not learner.too_stale(rollout):
+                    batch.append(rollout)
             flat, version = learner.step(batch)
             pool.box.publish(flat, version)
     except BaseException:

@@ -7,6 +7,7 @@ the length of the ring buffers, so it is fixed at init and read back from their 
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 WINDOW = 100  # default of every agent's `reward_window`
@@ -50,6 +51,14 @@ def record_step(stats: EpisodeStats, reward, done) -> EpisodeStats:
     )
 
 
+def restart_episodes(stats: EpisodeStats) -> EpisodeStats:
+    """Every env's episode in progress starts over (completed episodes kept): for envs that were
+    just reset, e.g. the new Gymnasium envs of a resumed run, whose checkpoint holds the running
+    return and length of the episodes it interrupted."""
+    return stats.replace(running_return=np.zeros_like(stats.running_return),
+                         running_length=np.zeros_like(stats.running_length))
+
+
 def window_mean(values, count):
     """Mean of the filled part of a ring buffer (NaN before the first episode ends)."""
     window = values.shape[0]
@@ -61,8 +70,6 @@ def window_mean(values, count):
 
 def record_step_np(stats: EpisodeStats, reward, done) -> EpisodeStats:
     """numpy twin of `record_step` for host loops (same ring-buffer order)."""
-    import numpy as np
-
     ep_return = np.asarray(stats.running_return) + reward
     ep_length = np.asarray(stats.running_length) + 1
     returns, lengths, count = np.array(stats.returns), np.array(stats.lengths), int(stats.count)

@@ -90,6 +90,7 @@ class VecEnv:
         self.discrete = hasattr(self._env.single_action_space, "n")
         obs, _ = self._env.reset(seed=seed)
         self.obs = self._convert(obs)
+        self.steps = 0  # vector steps since that reset: at 0 every env is at an episode's start
 
     def _convert(self, obs):
         return np.asarray(obs, np.uint8 if self.atari else np.float32)
@@ -115,6 +116,7 @@ class VecEnv:
             lost = lost & np.asarray(info.get("_life_lost", np.ones(self.num_envs, bool)), bool)
             train_terminated = terminated | lost
         self.obs = obs
+        self.steps += 1
         return VecStep(obs, reward, terminated, truncated, final_obs, train_reward, train_terminated)
 
     def close(self) -> None:
