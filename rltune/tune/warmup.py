@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 _done: set[str] = set()  # lock keys of the programs this process has run (or failed to: not retried)
+_warmed: set[str] = set()  # config keys whose trial programs this process has gone through
 
 
 @dataclass(frozen=True)
@@ -108,9 +109,13 @@ def _guarded(warm_up: Callable[[], None]) -> None:
 
 def _warm_up_trial(task, worker_id: int) -> None:
     config = _task_config(task)
-    if config is not None:
-        programs = trial_programs(task.agent, config, task.eval_episodes)
-        compile_shared(programs, config_key("trial", task.agent, config, str(task.eval_episodes)), worker_id)
+    if config is None:
+        return
+    key = config_key("trial", task.agent, config, str(task.eval_episodes))
+    if key in _warmed:  # every later trial of this static config: nothing to trace (eval_shape) again
+        return
+    _warmed.add(key)
+    compile_shared(trial_programs(task.agent, config, task.eval_episodes), key, worker_id)
 
 
 def _warm_up_population(population, task, worker_id: int) -> None:
