@@ -282,7 +282,7 @@ class TrialRecorder:
 
     def save(self, which: str, state) -> None:
         if which == "best":  # a host copy: the state's device buffers may be donated later
-            self.best_params = jax.tree.map(np.asarray, state.params)
+            self.best_params = jax.tree.map(np.asarray, jax.device_get(state.params))
         with phase("checkpoint"):
             checkpoint.save(self.run_dir / "checkpoints" / checkpoint.FILE_NAME[which], agent=self.agent_name,
                             config=self.config_dict, state=state, extra=self._extra(state))
