@@ -58,12 +58,12 @@ def trial_programs(agent: str, config, eval_episodes: int) -> list[Program]:
 
 
 def population_programs(population, config, eval_episodes: int) -> list[Program]:
-    """What a population worker compiles for members of `config`: a member's init, writing a
-    member into its slot, the vmapped segment and the evaluation."""
+    """What a population worker compiles for members of `config`: a member's init, the vmapped
+    segment and the evaluation. (A new population's members are stacked on the host, so the
+    program that writes a member into a running population's slot is left to the first
+    member that joins one.)"""
     import jax
     import numpy as np
-
-    from rltune.tune.executors.population import _set_slot
 
     module = _compiled_on_policy(population.agent, config)
     if module is None:
@@ -83,7 +83,6 @@ def population_programs(population, config, eval_episodes: int) -> list[Program]
         return module.population_segment(*population.static_key(config))(hps, states, np.zeros(capacity, np.int32))
 
     return [Program("init", lambda: module.init(config)),
-            Program("set_slot", lambda: _set_slot(*stacked(), 0, one, hp)),
             Program("population_segment", segment),
             *_evaluation(population.agent, config, abstract.params, eval_episodes)]
 
