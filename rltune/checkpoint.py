@@ -28,7 +28,8 @@ def save(path: str | Path, *, agent: str, config: dict, state: Any, extra: dict 
         "format": FORMAT,
         "agent": agent,
         "config": config,
-        "state": jax.tree.map(np.asarray, serialization.to_state_dict(state)),
+        # one device_get for the whole state (its copies overlap), not one transfer per array
+        "state": jax.tree.map(np.asarray, jax.device_get(serialization.to_state_dict(state))),
         "extra": extra or {},
     })
 

@@ -111,19 +111,18 @@ class MetricLog:
 
     def __init__(self, run_dir: Path, hparams: dict[str, Any] | None = None, tb_run: str | None = None,
                  resume_step: int | None = None):
-        from tensorboardX import SummaryWriter
+        from rltune.tbevents import EventFile
 
         if resume_step is not None:
             _drop_lines_after(run_dir / "metrics.jsonl", resume_step)
         self._jsonl = (run_dir / "metrics.jsonl").open("a")
-        self._tb = SummaryWriter(str(run_dir / "tb" / tb_run if tb_run else run_dir / "tb"), flush_secs=5)
+        self._tb = EventFile(str(run_dir / "tb" / tb_run if tb_run else run_dir / "tb"), flush_secs=5)
         if hparams:
             from tensorboardX.summary import hparams as hparams_summaries
 
             exp, ssi, _ = hparams_summaries(hparam_values(hparams), {tag: 0.0 for tag in HPARAM_METRICS})
-            writer = self._tb._get_file_writer()
-            writer.add_summary(exp)
-            writer.add_summary(ssi)
+            self._tb.add_summary(exp)
+            self._tb.add_summary(ssi)
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         self._jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
@@ -132,10 +131,8 @@ class MetricLog:
 
     def scalars(self, step: int, metrics: dict[str, float]) -> None:
         """TensorBoard only (e.g. the final evaluation, which is not a training segment)."""
-        for key, value in metrics.items():
-            if key in ("step", "wall_time") or value is None:
-                continue
-            self._tb.add_scalar(tb_tag(key), value, step)
+        self._tb.add_scalars(((tb_tag(key), value) for key, value in metrics.items()
+                              if key not in ("step", "wall_time") and value is not None), step)
 
     def end_session(self, status: str) -> None:
         """Close the HParams session: completed/stopped as success, failed as failure."""
@@ -148,8 +145,7 @@ class MetricLog:
                                     version=0)
         meta = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="hparams",
                                                                        content=content.SerializeToString()))
-        self._tb._get_file_writer().add_summary(
-            Summary(value=[Summary.Value(tag="_hparams_/session_end_info", metadata=meta)]))
+        self._tb.add_summary(Summary(value=[Summary.Value(tag="_hparams_/session_end_info", metadata=meta)]))
 
     def close(self) -> None:
         if not self._jsonl.closed:
@@ -286,7 +282,7 @@ class TrialRecorder:
 
     def save(self, which: str, state) -> None:
         if which == "best":  # a host copy: the state's device buffers may be donated later
-            self.best_params = jax.tree.map(np.asarray, state.params)
+            self.best_params = jax.tree.map(np.asarray, jax.device_get(state.params))
         with phase("checkpoint"):
             checkpoint.save(self.run_dir / "checkpoints" / checkpoint.FILE_NAME[which], agent=self.agent_name,
                             config=self.config_dict, state=state, extra=self._extra(state))

@@ -101,3 +101,25 @@ def test_compilation_cache_is_written_and_can_be_turned_off(tmp_path):
         assert compile_cache.cache_dir() == off
     finally:
         del os.environ["RLTUNE_COMPILE_CACHE"], os.environ["RLTUNE_COMPILE_CACHE_DIR"]
+
+
+def test_split_traced_reuses_the_last_split_of_the_same_config_object_only():
+    import dataclasses
+
+    import jax
+    import numpy as np
+
+    from rltune.agents import ppo
+
+    config = ppo.PPOConfig(env="CartPole-v1", ent_coef=0.0)
+    static, hp = ppo.split_config(config)
+    hp["learning_rate"] = None  # the caller's dict is its own
+    again_static, again = ppo.split_config(config)
+    assert again_static is static and again["learning_rate"] is not None
+    # an equal config with other bits (-0.0 == 0.0) gets its own arrays
+    negative = dataclasses.replace(config, ent_coef=-0.0)
+    assert negative == config and np.signbit(np.asarray(ppo.split_config(negative)[1]["ent_coef"]))
+    # a split inside a trace (abstract values) is not kept for later calls
+    inside = dataclasses.replace(config, ent_coef=0.01)
+    jax.eval_shape(lambda: ppo.split_config(inside)[1]["ent_coef"] * 2)
+    assert all(not isinstance(v, jax.core.Tracer) for v in ppo.split_config(inside)[1].values())

@@ -43,6 +43,25 @@ def test_each_member_trains_with_its_own_hyperparameters(tmp_path):
     assert max(float(np.abs(a - b).max()) for a, b in zip(first, second)) > 1e-3
 
 
+def test_a_new_population_is_stacked_on_the_host_as_slot_writes_would_stack_it(tmp_path):
+    configs = [from_dict(ppo.PPOConfig, {**TINY, "learning_rate": lr, "seed": seed})
+               for lr, seed in ((1e-3, 0), (3e-2, 1))]
+    pop = Population("ppo", 3)
+    for slot, config in enumerate(configs):
+        task = TrialTask(trial_id=slot, trial_dir=str(tmp_path / str(slot)), params={}, agent="ppo")
+        pop.admit(Member(task, config, TrialRecorder("ppo", config, tmp_path / str(slot)), slot, (), 2),
+                  ppo.init(config))
+        assert pop._host is not None  # nothing sent to the device yet
+    # what the slot-write program makes of the same members: the first in every slot, then each in its own
+    first = jax.tree.map(np.asarray, jax.device_get((ppo.init(configs[0]), ppo.split_config(configs[0])[1])))
+    states, hps = jax.device_put(jax.tree.map(lambda x: np.repeat(x[None], 3, axis=0), first))
+    second = jax.tree.map(np.asarray, jax.device_get((ppo.init(configs[1]), ppo.split_config(configs[1])[1])))
+    states, hps = _set_slot(states, hps, 1, *second)
+    for a, b in zip(jax.tree.leaves((states, hps)), jax.tree.leaves((pop.states, pop.hps))):
+        assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(np.asarray(a), np.asarray(b))
+    assert pop._host is None
+
+
 class _Outbox(list):
     def put(self, msg):
         self.append(msg)

@@ -132,7 +132,7 @@ def test_a_warmed_up_population_compiles_nothing_more(tmp_path):
     config = from_dict(ppo.PPOConfig, tasks[0].config)
     ran = warmup._compile_in_turn(warmup.population_programs(population, config, 3), f"test {uuid.uuid4()}", 0,
                                   tmp_path)
-    assert ran == ["init", "population_segment", "set_slot", "evaluate"]
+    assert ran == ["init", "population_segment", "evaluate"]
     with lowered_programs() as again:
         _admit_pending(population, collections.deque(tasks), 0, outbox)
         host_states, _, _, _ = population.step()

@@ -416,10 +416,24 @@ def train_segment(make_algo, config, state: OnPolicyState, num_updates: int):
     static, hp = split_config(config)
     info = env_info(config.env, config.backend)
     if info.backend == "gymnax":
-        return _segment_jit(make_algo, static, info, hp, state, jnp.asarray(num_updates, jnp.int32))
+        return _segment_jit(make_algo, static, info, hp, state, _updates_array(num_updates))
     if state.host is None:
         raise UsageError("env", "this state has no Gymnasium environments attached; build it with init()")
     return _segment_host(make_algo, static, info, hp, state, num_updates)
+
+
+def _updates_array(num_updates):
+    """A segment length as the int32 array the compiled segment takes, made once per length: a
+    run has one or two lengths, and an eager conversion per segment costs a dispatch."""
+    array = _UPDATES.get(num_updates) if type(num_updates) is int else None
+    if array is None:
+        array = jnp.asarray(num_updates, jnp.int32)
+        if type(num_updates) is int and not isinstance(array, jax.core.Tracer) and len(_UPDATES) < 64:
+            _UPDATES[num_updates] = array
+    return array
+
+
+_UPDATES: dict[int, jax.Array] = {}
 
 
 def policy_fn(make_algo, config, info: EnvInfo):

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 _done: set[str] = set()  # lock keys of the programs this process has run (or failed to: not retried)
+_warmed: set[str] = set()  # config keys whose trial programs this process has gone through
 
 
 @dataclass(frozen=True)
@@ -58,11 +59,11 @@ def trial_programs(agent: str, config, eval_episodes: int) -> list[Program]:
 
 def population_programs(population, config, eval_episodes: int) -> list[Program]:
     """What a population worker compiles for members of `config`: a member's init, the vmapped
-    segment, writing a member into its slot and the evaluation."""
+    segment and the evaluation. (A new population's members are stacked on the host, so the
+    program that writes a member into a running population's slot is left to the first
+    member that joins one.)"""
     import jax
     import numpy as np
-
-    from rltune.tune.executors.population import _set_slot
 
     module = _compiled_on_policy(population.agent, config)
     if module is None:
@@ -85,7 +86,6 @@ def population_programs(population, config, eval_episodes: int) -> list[Program]
     # while worker 0 takes the others in turn.
     return [Program("init", lambda: module.init(config)),
             Program("population_segment", segment),
-            Program("set_slot", lambda: _set_slot(*stacked(), 0, one, hp)),
             *_evaluation(population.agent, config, abstract.params, eval_episodes)]
 
 
@@ -110,9 +110,13 @@ def _guarded(warm_up: Callable[[], None]) -> None:
 
 def _warm_up_trial(task, worker_id: int) -> None:
     config = _task_config(task)
-    if config is not None:
-        programs = trial_programs(task.agent, config, task.eval_episodes)
-        compile_shared(programs, config_key("trial", task.agent, config, str(task.eval_episodes)), worker_id)
+    if config is None:
+        return
+    key = config_key("trial", task.agent, config, str(task.eval_episodes))
+    if key in _warmed:  # every later trial of this static config: nothing to trace (eval_shape) again
+        return
+    _warmed.add(key)
+    compile_shared(trial_programs(task.agent, config, task.eval_episodes), key, worker_id)
 
 
 def _warm_up_population(population, task, worker_id: int) -> None:

@@ -110,10 +110,40 @@ class Population:
         self.module = get_agent(agent)
         self.capacity = capacity
         self.key = None  # (static config, env info) of the current members
-        self.states = None  # pytree, leading axis = capacity
-        self.hps = None
+        self._states = None  # pytree, leading axis = capacity
+        self._hps = None
+        # A new population's members, stacked on the host as they are admitted and sent to the
+        # device in one transfer when the population is first used: no compiled write per member.
+        self._host = None
         self.members: dict[int, Member] = {}  # slot -> member
         self.compile_seconds = 0.0  # of the last segment
+
+    @property
+    def states(self):
+        self._to_device()
+        return self._states
+
+    @states.setter
+    def states(self, value):
+        self._to_device()
+        self._states = value
+
+    @property
+    def hps(self):
+        self._to_device()
+        return self._hps
+
+    @hps.setter
+    def hps(self, value):
+        self._to_device()
+        self._hps = value
+
+    def _to_device(self) -> None:
+        if self._host is not None:
+            import jax
+
+            self._states, self._hps = jax.device_put(self._host)
+            self._host = None
 
     def static_key(self, config):
         from rltune.envs import env_info
@@ -131,10 +161,12 @@ class Population:
         _, hp = self.module.split_config(member.config)
         # Host (numpy) copies: no weak types, so the population program compiles exactly once.
         state, hp = jax.tree.map(np.asarray, jax.device_get((state, hp)))
-        if not self.members and (self.states is None or self.key != self.static_key(member.config)):
+        if not self.members and (self._states is None or self.key != self.static_key(member.config)):
             self.key = self.static_key(member.config)
-            self.states, self.hps = jax.device_put(jax.tree.map(
-                lambda x: np.repeat(x[None], self.capacity, axis=0), (state, hp)))
+            self._states = self._hps = None
+            self._host = jax.tree.map(lambda x: np.repeat(x[None], self.capacity, axis=0), (state, hp))
+        elif self._host is not None:
+            jax.tree.map(lambda stacked, x: stacked.__setitem__(member.slot, x), self._host, (state, hp))
         else:
             self.states, self.hps = _set_slot(self.states, self.hps, member.slot, state, hp)
         self.members[member.slot] = member
