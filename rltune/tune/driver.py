@@ -13,6 +13,7 @@ import math
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -200,9 +201,14 @@ class StudyDriver:
             if display:
                 display.close()
             self._flush_reports()  # also when the loop failed: the curves so far are kept
-            with phase("shutdown"):
-                self.executor.shutdown(force=interrupted)
-            self._write_outputs()
+            # The best trial's reference evaluation runs while the workers exit (both take a
+            # fraction of a second; the records are final once the loop has ended).
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rltune-reference-eval") as pool:
+                reference = pool.submit(self.reference_eval, self.best())
+                with phase("shutdown"):
+                    self.executor.shutdown(force=interrupted)
+                reference = reference.result()
+            self._write_outputs(reference)
         return StudyResult(self.study_dir, self.sorted_records(), self.best(),
                            interrupted and not self.stopped_by_max_time)
 
@@ -478,13 +484,12 @@ class StudyDriver:
     def best(self) -> TrialRecord | None:
         return best_record(self.records.values(), self.spec.goal)
 
-    def _write_outputs(self) -> None:
+    def _write_outputs(self, reference: dict | None) -> None:
         from rltune.config import to_dict
 
         records = self.sorted_records()
         self._write_table()
         best = self.best()
-        reference = self.reference_eval(best)
         write_summary(self.study_dir / "summary.json", records, name=self.spec.name, storage=self.storage_url,
                       goal=self.spec.goal, failed=self.failures(),
                       extra={"best_reference_eval": reference} if reference else None)
@@ -508,12 +513,12 @@ class StudyDriver:
             from rltune.policy import load_agent
             from rltune.runner import evaluate_params
 
-            with phase("eval"):
-                agent = load_agent(self.trial_dir(best.number), which="last")
-                info = env_info(agent.config.env, agent.config.backend)
-                if eval_backend(agent.config.env, info.backend)[1] == info.backend:
-                    return None  # the trials already evaluated on the reference simulator
-                result = evaluate_params(agent.agent, agent.config, agent.params, self.eval_episodes, 10_000)
+            # (no profile phase: this runs in a thread beside the driver's "shutdown")
+            agent = load_agent(self.trial_dir(best.number), which="last")
+            info = env_info(agent.config.env, agent.config.backend)
+            if eval_backend(agent.config.env, info.backend)[1] == info.backend:
+                return None  # the trials already evaluated on the reference simulator
+            result = evaluate_params(agent.agent, agent.config, agent.params, self.eval_episodes, 10_000)
             return {"trial": best.number, **result}
         except Exception as exc:  # noqa: BLE001 - a missing checkpoint must not lose the study's outputs
             return {"trial": best.number, "error": f"{type(exc).__name__}: {exc}"}
