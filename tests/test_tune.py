@@ -321,10 +321,12 @@ def test_intermediate_values_reach_the_storage_in_one_transaction_per_flush(tmp_
     assert study.get_trials()[0].state == optuna.trial.TrialState.COMPLETE
 
 
-def test_storage_writes_the_rows_optuna_writes_and_optuna_reads_them_back(tmp_path):
+@pytest.mark.parametrize("own_statements", [True, False])
+def test_storage_writes_the_rows_optuna_writes_and_optuna_reads_them_back(tmp_path, own_statements):
     """The driver writes intermediate values and user attributes with statements of its own: the
     rows must be the ones Optuna's own `Trial.report` / `set_user_attr` / `tell` write (compared
-    row by row), read back the same through Optuna's public API, in one transaction each."""
+    row by row), read back the same through Optuna's public API, in one transaction each. Without
+    them (a database other than SQLite or PostgreSQL), Optuna's own writes give the same rows."""
     import math
     import sqlite3
 
@@ -339,6 +341,8 @@ def test_storage_writes_the_rows_optuna_writes_and_optuna_reads_them_back(tmp_pa
     storage = StudyStorage(url, spec)
     storage.open(resume=False)
     assert storage._writer is not None  # SQLite: our statements, not Optuna's per-value fallback
+    if not own_statements:
+        storage._writer = None
     reference = optuna.create_study(storage=url, study_name="reference", direction="maximize")
     reports = [(1.5, 100), (math.nan, 200), (math.inf, 300), (-math.inf, 400), (-2.25, 500), (9.0, 100)]
     attrs = {"eval_mean": 1.0, "reason": None, "timeline": [[1.5, "start", 0]], "trial_dir": "/x"}
@@ -353,7 +357,7 @@ def test_storage_writes_the_rows_optuna_writes_and_optuna_reads_them_back(tmp_pa
         del commits[:]
         storage.flush()
         storage.set_attrs(ours, attrs)
-        assert len(commits) == 2  # the values, then the attributes
+        assert len(commits) == (2 if own_statements else 1 + len(attrs))  # the values, then the attributes
         storage.finish(ours, state, value, {})
         for key, v in attrs.items():
             theirs.set_user_attr(key, v)

@@ -125,6 +125,26 @@ class _RowWriter:
         return True
 
 
+def _write_in_one_transaction(storage, reports) -> bool:
+    """`trial.report` for each of `reports`, in one transaction of Optuna's RDB storage (its
+    per-value writer without the commit: a database `_RowWriter` does not write, e.g. MySQL);
+    False when that is not possible here (another storage, an Optuna without those internals,
+    an error): then nothing was written."""
+    from optuna.storages._rdb import storage as rdb
+
+    write = getattr(storage, "_set_trial_intermediate_value_without_commit", None)
+    session_scope = getattr(rdb, "_create_scoped_session", None)
+    if not isinstance(storage, optuna.storages.RDBStorage) or write is None or session_scope is None:
+        return False
+    try:
+        with session_scope(storage.scoped_session) as session:
+            for trial, value, step in reports:
+                write(session, trial._trial_id, int(step), float(value))
+    except Exception:  # noqa: BLE001 - rolled back: the caller writes them one by one
+        return False
+    return True
+
+
 def trial_result_attrs(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     """A stored trial's result attributes (flat; older studies kept them in one `result` dict)."""
     attrs = dict(trial.user_attrs.get("result") or {})
@@ -195,9 +215,11 @@ class StudyStorage:
 
     def flush(self) -> None:
         """Write the buffered intermediate values: one statement where the storage allows
-        (`_RowWriter`), else Optuna's `Trial.report` for each."""
+        (`_RowWriter`), else one transaction of Optuna's writes, else `Trial.report` for each."""
         pending, self._pending_reports = self._pending_reports, []
         if not pending or self._write(lambda w: w.intermediate_values([(t._trial_id, v, s) for t, v, s in pending])):
+            return
+        if _write_in_one_transaction(self._storage, pending):
             return
         for trial, value, step in pending:
             trial.report(value, step)
