@@ -90,8 +90,8 @@ class _RowWriter:
             return None
 
     def _all_running(self, connection, trial_ids: set[int]) -> bool:
-        """Optuna's rule: a finished trial is not updated (its writer raises; so does ours, by
-        returning False and leaving the write to Optuna's)."""
+        """Optuna's rule: a finished trial is not updated. Ours then writes nothing and returns
+        False; Optuna's writes, which follow, raise its error."""
         from sqlalchemy import select
 
         rows = connection.execute(select(self.trials.c.state).where(self.trials.c.trial_id.in_(trial_ids))).all()
@@ -127,7 +127,7 @@ class _RowWriter:
 
 def _write_in_one_transaction(storage, reports) -> bool:
     """`trial.report` for each of `reports`, in one transaction of Optuna's RDB storage (its
-    per-value writer without the commit: a database `_RowWriter` does not write, e.g. MySQL);
+    per-value writer without the commit), for the databases `_RowWriter` does not write (MySQL);
     False when that is not possible here (another storage, an Optuna without those internals,
     an error): then nothing was written."""
     from optuna.storages._rdb import storage as rdb
