@@ -319,3 +319,64 @@ def test_intermediate_values_reach_the_storage_in_one_transaction_per_flush(tmp_
     assert study.get_trials()[0].intermediate_values[100] == 1.0
     storage.finish(trials[0], "COMPLETE", 10.0, {"eval_mean": 1.0})
     assert study.get_trials()[0].state == optuna.trial.TrialState.COMPLETE
+
+
+@pytest.mark.parametrize("own_statements", [True, False])
+def test_storage_writes_the_rows_optuna_writes_and_optuna_reads_them_back(tmp_path, own_statements):
+    """The driver writes intermediate values and user attributes with statements of its own: the
+    rows must be the ones Optuna's own `Trial.report` / `set_user_attr` / `tell` write (compared
+    row by row), read back the same through Optuna's public API, in one transaction each. Without
+    them (a database other than SQLite or PostgreSQL), Optuna's own writes give the same rows."""
+    import math
+    import sqlite3
+
+    from sqlalchemy import event
+
+    from rltune.tune.spec import spec_from_dict
+    from rltune.tune.storage import StudyStorage, storage_url
+
+    spec = spec_from_dict({"name": "rows", "agent": "ppo", "env": "CartPole-v1", "trials": 2,
+                           "search_space": {"gamma": {"type": "float", "low": 0.9, "high": 0.99}}})
+    url = storage_url(spec, tmp_path, None)
+    storage = StudyStorage(url, spec)
+    storage.open(resume=False)
+    assert storage._writer is not None  # SQLite: our statements, not Optuna's per-value fallback
+    if not own_statements:
+        storage._writer = None
+    reference = optuna.create_study(storage=url, study_name="reference", direction="maximize")
+    reports = [(1.5, 100), (math.nan, 200), (math.inf, 300), (-math.inf, 400), (-2.25, 500), (9.0, 100)]
+    attrs = {"eval_mean": 1.0, "reason": None, "timeline": [[1.5, "start", 0]], "trial_dir": "/x"}
+    commits = []
+    event.listen(storage._storage.engine, "commit", lambda conn: commits.append(1))
+    for state, value in (("COMPLETE", 7.0), ("PRUNED", None)):
+        ours, theirs = storage.ask(), reference.ask()
+        for v, step in reports:
+            storage.report(ours, v, step)
+            if step not in theirs.study._storage.get_trial(theirs._trial_id).intermediate_values:
+                theirs.report(v, step)  # Optuna warns at a step reported twice, and keeps the first
+        del commits[:]
+        storage.flush()
+        storage.set_attrs(ours, attrs)
+        assert len(commits) == (2 if own_statements else 1 + len(attrs))  # the values, then the attributes
+        storage.finish(ours, state, value, {})
+        for key, v in attrs.items():
+            theirs.set_user_attr(key, v)
+        reference.tell(theirs, value, state=optuna.trial.TrialState[state])
+
+    def table(study_name, sql):  # the rows of one study, by trial number, in the order written
+        with sqlite3.connect(tmp_path / "study.db") as db:
+            return db.execute(f"SELECT t.number, {sql} JOIN trials t USING (trial_id) JOIN studies s "
+                              "USING (study_id) WHERE s.study_name = ? ORDER BY t.number, 2",
+                              (study_name,)).fetchall()
+
+    for sql in ("v.step, v.intermediate_value, v.intermediate_value_type FROM trial_intermediate_values v",
+                "a.key, a.value_json FROM trial_user_attributes a",
+                "t.state, tv.value, tv.value_type FROM trial_values tv"):
+        assert table("rows", sql) == table("reference", sql), sql
+    assert len(table("rows", "v.step FROM trial_intermediate_values v")) == 10
+    loaded = {s: optuna.load_study(study_name=s, storage=url).trials for s in ("rows", "reference")}
+    for ours, theirs in zip(*loaded.values()):
+        assert str(ours.intermediate_values) == str(theirs.intermediate_values)
+        assert ours.intermediate_values[100] == 1.5 and math.isnan(ours.intermediate_values[200])
+        assert (ours.state, ours.value, ours.user_attrs) == (theirs.state, theirs.value, theirs.user_attrs)
+    assert [t.value for t in loaded["rows"]] == [7.0, -2.25]  # a pruned trial: its last intermediate value

@@ -29,7 +29,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-from rltune import checkpoint
 from rltune.tune.executors.base import Exploited
 
 DIVERGED = "diverged"  # the reason prefix of a trial whose loss turned NaN (tune/trial.py)
@@ -48,8 +47,10 @@ def copy_checkpoint(source_dir: Path, target_dir: Path, fold: int, config: dict)
     key folded with `fold`, saved with the target's new `config`. The target keeps its own
     checkpoint extras (best reward so far, wall time) and every other file (its best
     checkpoint, metrics, logs): only the state it resumes from changes."""
-    import jax
+    import jax  # here, not at the module's top: the driver imports this module for any study
     import numpy as np
+
+    from rltune import checkpoint
 
     name = checkpoint.FILE_NAME["last"]
     payload = checkpoint.read(Path(source_dir) / "checkpoints" / name)
