@@ -340,6 +340,10 @@ def _population_loop(worker_id: int, inbox, outbox, capacity: int, node: str, sh
             from rltune.tune.warmup import warm_up_population
 
             warm_up_population(population, pending[0], worker_id)
+            # the tasks that arrived meanwhile join now: a member admitted a segment later
+            # would keep every slot computing one segment longer at the end
+            if not receive(block=False):
+                return
         with phase("setup"):
             _admit_pending(population, pending, worker_id, outbox, node)
         if not population.members:
