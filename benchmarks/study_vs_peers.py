@@ -135,9 +135,9 @@ def run_rltune(peer: str, args, out: Path, run: int = 1) -> dict:
     spec = rltune_spec(f"peers-{tag}", executor, args.trials, args.steps, args.parallel, args.seed, scheduler)
     study_dir = out / (f"rltune-{tag}" if run == 1 else f"rltune-{tag}-run{run}")
     kwargs = {"population_size": args.population_size} if executor == "population" else {}
-    start, cpu0 = time.perf_counter(), cpu_seconds()
+    start, cpu0, own0 = time.perf_counter(), cpu_seconds(), time.process_time()
     result = run_study(spec, study_dir, eval_episodes=args.eval_episodes, **kwargs)
-    wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
+    wall, cpu, own_cpu = time.perf_counter() - start, cpu_seconds() - cpu0, time.process_time() - own0
     done = [r for r in result.records if r.state in ("COMPLETE", "PRUNED")]
     trials = [{"number": r.number, "params": r.params, "value": r.value, "eval_mean": r.eval_mean,
                "wall_time": r.wall_time, "pruned": r.state == "PRUNED"} for r in done]
@@ -146,6 +146,9 @@ def run_rltune(peer: str, args, out: Path, run: int = 1) -> dict:
            "failed": sum(r.state == "FAIL" for r in result.records), "trials": trials}
     if (study_dir / "profile.json").exists():  # where the time went (rltune.profile)
         row["profile"] = json.loads((study_dir / "profile.json").read_text())
+        # rltune's workers fork from a forkserver (or are Ray actors): not this process's children,
+        # so their CPU time comes from their own tables, added to this process's own.
+        row["cpu_s"] = own_cpu + row["profile"].get("workers", {}).get("cpu", 0.0)
     best = result.best
     if best is not None:
         trial_dir = study_dir / "trials" / str(best.number)

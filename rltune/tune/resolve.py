@@ -12,10 +12,12 @@ from rltune.tune.spec import StudySpec
 def prepare(spec: StudySpec) -> StudySpec:
     """Every check that can fail on the user's input, before anything is written. The first
     thing a study driver does: its JAX starts here, without taking an accelerator's memory."""
-    from rltune.tune.executors.local import keep_driver_off_accelerator_memory
+    from rltune.tune.executors.local import keep_driver_off_accelerator_memory, start_forkserver
     from rltune.tune.spec import check_runnable
 
     keep_driver_off_accelerator_memory()  # the workers need the GPU's memory, not the driver
+    if spec.executor in ("local", "population"):
+        start_forkserver()  # it imports the workers' modules while the checks below import ours
 
     check_runnable(spec)
     if spec.agent is not None:

@@ -1,9 +1,11 @@
 """The local executor: one long-lived worker process per parallel trial.
 
-Workers are started with the `spawn` method (JAX must not be forked) and run one trial at a
-time. Keeping them alive across trials keeps JAX imported and compiled programs cached: trials
-that differ only in traced hyperparameters (learning rate, gamma, ...) reuse one compile.
-A worker dies with the driver (parent-death signal), so no worker outlives a killed driver.
+Workers run one trial at a time. Keeping them alive across trials keeps JAX imported and
+compiled programs cached: trials that differ only in traced hyperparameters (learning rate,
+gamma, ...) reuse one compile. On Linux they fork from a forkserver that imported JAX and
+rltune's worker modules once, ahead of need (`worker_context`: no JAX backend is started
+there, so the fork is safe); elsewhere they are spawned. A worker dies with the driver
+(parent-death signal), so no worker outlives a killed driver.
 
 Worker-loop messages (plain tuples, they cross processes; `base.event_from_message` types them):
     to the driver:  ("started", wid, trial, pid, node) ("report", wid, trial, step, value, answer)
@@ -17,6 +19,7 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import sys
 import threading
 import traceback
 from pathlib import Path
@@ -44,9 +47,72 @@ def die_with_parent() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):  # not Linux: the driver's shutdown path still kills us
         pass
-    parent = mp.parent_process()  # spawned by the driver: it knows the driver's pid
-    if os.getppid() == 1 or (parent is not None and os.getppid() != parent.pid):
-        os._exit(1)  # the driver died before prctl took effect (we were re-parented)
+    # The driver may have died before prctl took effect: we were re-parented (spawned), or the
+    # forkserver we forked from exited with it (forked), or the driver is gone.
+    parent = mp.parent_process()  # the process that started us: the driver
+    if os.getppid() == 1 or (parent is not None and not _alive(parent.pid)):
+        os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists (another user's process now holds the pid: unlikely)
+        return True
+
+
+# ---------------------------------------------------------------- starting worker processes
+# What a worker imports before its first task (about 0.7 s of CPU): a forkserver imports it
+# once. None of it starts a JAX backend (tests/test_executors.py checks), so forking is safe.
+WORKER_MODULES = ["rltune.tune.executors.forkserver_preload",  # first: the forkserver dies with the driver
+                  "rltune.agents", "rltune.runner", "rltune.tune.trial", "rltune.tune.warmup",
+                  "rltune.tune.executors.population"]
+_forkserver_env: dict[str, str] | None = None  # what the forkserver's imports read, at its start
+
+
+def _import_time_env() -> dict[str, str]:
+    """The environment variables that importing JAX and rltune reads (JAX's config flags, the
+    compile cache switch): a worker forked from the forkserver has them as they were then. (XLA's
+    are read when the worker's backend starts, after `apply_environment`.)"""
+    return {k: v for k, v in os.environ.items() if k.startswith(("JAX_", "RLTUNE_COMPILE_CACHE"))}
+
+
+def worker_context():
+    """The multiprocessing context worker processes start from. On Linux a forkserver (started
+    on first use, or early by `start_forkserver`) with the worker modules imported: a worker is
+    ready in a fraction of a second instead of importing JAX itself. Spawned as before on other
+    systems, or when the variables the imports read have changed since the forkserver started
+    (the workers get the driver's whole environment either way: `apply_environment`)."""
+    global _forkserver_env
+    if sys.platform != "linux" or "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    env = _import_time_env()
+    if _forkserver_env is None:
+        from multiprocessing import forkserver
+
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(WORKER_MODULES)
+        forkserver.ensure_running()  # returns at once; the server imports while we go on
+        _forkserver_env = env
+        return ctx
+    return mp.get_context("forkserver" if env == _forkserver_env else "spawn")
+
+
+def start_forkserver() -> None:
+    """Start the forkserver now, so it imports while the driver checks the study (which imports
+    JAX too, on the other core)."""
+    worker_context()
+
+
+def apply_environment(environ: dict[str, str] | None) -> None:
+    """First thing in a worker: the driver's environment as it was when the worker started (a
+    forked worker would otherwise have the forkserver's, from before the driver set its own)."""
+    if environ is not None and os.environ != environ:
+        os.environ.clear()
+        os.environ.update(environ)
 
 
 def start_worker_process(worker_id: int, cpu_threads: int | None, workers: int = 1) -> None:
@@ -85,12 +151,14 @@ def share_accelerator_memory(workers: int) -> None:
 
 
 def worker_main(worker_id: int, inbox, outbox, node: str = "local", own_process: bool = True,
-                cpu_threads: int | None = None, share_compiles: bool = False, workers: int = 1) -> None:
-    """One trial at a time. `own_process`: a spawned worker process (not a thread in a Ray actor);
+                cpu_threads: int | None = None, share_compiles: bool = False, workers: int = 1,
+                environ: dict[str, str] | None = None) -> None:
+    """One trial at a time. `own_process`: a worker process (not a thread in a Ray actor);
     `cpu_threads`: XLA's CPU threads in it (`start_worker_process`); `share_compiles`: split
     compiling a trial's programs with the other workers (rltune.tune.warmup); `workers`: how
-    many worker processes share this machine."""
+    many worker processes share this machine; `environ`: the driver's environment."""
     if own_process:
+        apply_environment(environ)
         start_worker_process(worker_id, cpu_threads, workers)
     from rltune import profile
     from rltune.tune.trial import result_message, run_task
@@ -156,7 +224,7 @@ class LocalExecutor:
         self.cpu_threads = threads_per_worker(self.processes)
         # several workers on one machine compile each program once between them (tune.warmup)
         self.share_compiles = self.processes > 1
-        self._ctx = mp.get_context("spawn")
+        self._ctx = worker_context()
         self._outbox = None
         self._workers: dict[int, tuple[mp.Process, object]] = {}  # worker id -> (process, inbox)
         self._idle: list[int] = []  # one entry per free slot
@@ -168,7 +236,7 @@ class LocalExecutor:
     # worker processes
     def _target(self, wid: int, inbox):
         return worker_main, (wid, inbox, self._outbox, "local", True, self.cpu_threads, self.share_compiles,
-                             self.processes)
+                             self.processes, dict(os.environ))
 
     def start(self) -> None:
         self._outbox = self._ctx.Queue()

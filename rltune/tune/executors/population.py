@@ -36,7 +36,7 @@ from typing import Any
 
 from rltune.profile import lifetime, phase
 from rltune.tune.executors.base import ExecutorOptions, TrialTask, needs_answer
-from rltune.tune.executors.local import LocalExecutor, start_worker_process
+from rltune.tune.executors.local import LocalExecutor, apply_environment, start_worker_process
 
 SEGMENTS_PER_TRIAL = 20
 
@@ -279,16 +279,17 @@ class PopulationExecutor(LocalExecutor):
 
     def _target(self, wid: int, inbox):
         return population_main, (wid, inbox, self._outbox, self.slots_per_process, "local", True,
-                                 self.cpu_threads, self.share_compiles, self.processes)
+                                 self.cpu_threads, self.share_compiles, self.processes, dict(os.environ))
 
 
 def population_main(worker_id: int, inbox, outbox, capacity: int, node: str = "local",
                     own_process: bool = True, cpu_threads: int | None = None,
-                    share_compiles: bool = False, workers: int = 1) -> None:
+                    share_compiles: bool = False, workers: int = 1, environ: dict[str, str] | None = None) -> None:
     """Worker entry (a process, or a thread in a Ray actor): run members until told to exit.
     `share_compiles`: split compiling the population's programs with the other shards;
-    `workers`: how many shards share this machine."""
+    `workers`: how many shards share this machine; `environ`: the driver's environment."""
     if own_process:
+        apply_environment(environ)
         start_worker_process(worker_id, cpu_threads, workers)
     with lifetime("population", own_process):
         _population_loop(worker_id, inbox, outbox, capacity, node, share_compiles)
