@@ -86,7 +86,7 @@ def tune(spec: str | Path | None = None, *, agent: str | None = None, env: str |
          resume: bool = False, eval_episodes: int = 10, population_size: int | None = None):
     """Run a study as `rltune tune` does (same arguments); returns its StudyResult
     (`.best.params`, `.best.value`, `.study_dir`). Call it under `if __name__ == "__main__":`
-    since trials run in spawned worker processes."""
+    since trials run in worker processes, which import the calling script."""
     import argparse
 
     from rltune.tune import cli

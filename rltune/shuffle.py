@@ -16,7 +16,6 @@ bit-identical to `jax.random.permutation` (tests/test_shuffle.py checks it, ties
 
 from __future__ import annotations
 
-import math
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +42,7 @@ def _rounds(n: int) -> int:
 def stable_argsort(keys: jnp.ndarray) -> jnp.ndarray:
     """The indices that sort a 1-D uint32 array, equal keys in index order."""
     n = keys.shape[0]
-    index_bits = max(1, math.ceil(math.log2(max(n, 2))))
+    index_bits = max(1, (n - 1).bit_length())  # bits of the largest position, n - 1
     if index_bits >= _KEY_BITS:
         raise ValueError(f"cannot sort {n} keys with 32-bit packing")
     digit_bits = _KEY_BITS - index_bits

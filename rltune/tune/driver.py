@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 import os
 import sys
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -201,13 +201,13 @@ class StudyDriver:
             if display:
                 display.close()
             self._flush_reports()  # also when the loop failed: the curves so far are kept
-            # The best trial's reference evaluation runs while the workers exit (both take a
-            # fraction of a second; the records are final once the loop has ended).
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rltune-reference-eval") as pool:
-                reference = pool.submit(self.reference_eval, self.best())
-                with phase("shutdown"):
-                    self.executor.shutdown(force=interrupted)
-                reference = reference.result()
+            # The best trial's reference evaluation runs while the workers exit (the records are
+            # final once the loop has ended). A daemon thread: Ctrl-C or an exit need not wait for it.
+            reference = _in_background(self.reference_eval, self.best(), name="rltune-reference-eval")
+            with phase("shutdown"):
+                self.executor.shutdown(force=interrupted)
+            with phase("eval"):
+                reference = reference()
             self._write_outputs(reference)
         return StudyResult(self.study_dir, self.sorted_records(), self.best(),
                            interrupted and not self.stopped_by_max_time)
@@ -522,6 +522,29 @@ class StudyDriver:
             return {"trial": best.number, **result}
         except Exception as exc:  # noqa: BLE001 - a missing checkpoint must not lose the study's outputs
             return {"trial": best.number, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _in_background(fn, *args, name: str):
+    """Start `fn(*args)` in a daemon thread; returns a function that waits for its result (or
+    raises its exception). No profile phase may be used inside `fn`: phases are per thread."""
+    box: dict = {}
+
+    def run():
+        try:
+            box["result"] = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+
+    def result():
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+        return box["result"]
+
+    return result
 
 
 class LiveView:

@@ -1,11 +1,18 @@
-"""Imported only by the forkserver that worker processes fork from (`local.worker_context`).
+"""Imported only by the forkserver that worker processes fork from (`local.worker_context`),
+first of its preloaded modules.
 
-The forkserver must die with the driver that started it: its children, the workers, keep it
-alive otherwise (each holds the pipe whose end would tell it the driver is gone), and a worker's
-own parent-death signal fires when its parent, the forkserver, dies. So the forkserver takes the
-same parent-death signal as a spawned worker, and a killed driver still leaves no process behind.
+Ctrl-C is the driver's: the forkserver ignores SIGINT from the start (its own `main` would only
+after the preload), and its children, the workers, start with SIGINT ignored too. And it must
+die with the driver that started it: its children keep it alive otherwise (each holds the pipe
+whose end would tell it the driver is gone), while a worker's parent-death signal fires when
+its parent, the forkserver, dies. So it takes a spawned worker's parent-death signal, and a
+killed driver still leaves no process behind.
 """
 
-from rltune.tune.executors.local import die_with_parent
+import os
+import signal
 
-die_with_parent()
+from rltune.tune.executors.local import FORKSERVER_PARENT, die_with_parent
+
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+die_with_parent(int(os.environ.get(FORKSERVER_PARENT, "0")) or None)

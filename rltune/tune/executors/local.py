@@ -28,17 +28,20 @@ from rltune.tune.executors.base import (Done, Event, ExecutorOptions, Failed, Tr
                                         event_from_message, needs_answer)
 
 
-def detach_from_terminal_signals() -> None:
+def detach_from_terminal_signals(parent_pid: int | None = None) -> None:
     """Ctrl-C and SIGTERM are the driver's to handle (it records running trials as interrupted
     and stops us); and when the driver dies, so do we (Linux parent-death signal: SIGTERM, on
     which `run_external_trial` kills a running trainer's process group before we exit)."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    die_with_parent()
+    die_with_parent(parent_pid)
 
 
-def die_with_parent() -> None:
+def die_with_parent(parent_pid: int | None = None) -> None:
+    """SIGTERM when our parent dies: the driver that spawned us, or the forkserver we forked
+    from, which itself dies with the driver. `parent_pid`: that parent's pid (default: the
+    process that started us); None and no multiprocessing parent: nothing to check."""
     try:
         import ctypes
 
@@ -47,58 +50,64 @@ def die_with_parent() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):  # not Linux: the driver's shutdown path still kills us
         pass
-    # The driver may have died before prctl took effect: we were re-parented (spawned), or the
-    # forkserver we forked from exited with it (forked), or the driver is gone.
-    parent = mp.parent_process()  # the process that started us: the driver
-    if os.getppid() == 1 or (parent is not None and not _alive(parent.pid)):
-        os._exit(1)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists (another user's process now holds the pid: unlikely)
-        return True
+    if parent_pid is None:
+        parent = mp.parent_process()
+        parent_pid = parent.pid if parent is not None else None
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(1)  # the parent died before prctl took effect: we were re-parented
 
 
 # ---------------------------------------------------------------- starting worker processes
 # What a worker imports before its first task (about 0.7 s of CPU): a forkserver imports it
-# once. None of it starts a JAX backend (tests/test_executors.py checks), so forking is safe.
-WORKER_MODULES = ["rltune.tune.executors.forkserver_preload",  # first: the forkserver dies with the driver
+# once. None of it starts a JAX backend or a Python thread (tests/test_worker_start.py checks;
+# numpy's OpenBLAS threads are fork-safe), so forking is safe.
+WORKER_MODULES = ["rltune.tune.executors.forkserver_preload",  # first: SIGINT ignored, dies with the driver
                   "rltune.agents", "rltune.runner", "rltune.tune.trial", "rltune.tune.warmup",
                   "rltune.tune.executors.population"]
-_forkserver_env: dict[str, str] | None = None  # what the forkserver's imports read, at its start
+FORKSERVER_PARENT = "RLTUNE_FORKSERVER_PARENT"  # the driver's pid, for the forkserver's parent check
+_forkserver: tuple[int, dict[str, str]] | None = None  # (its pid, what its imports read) as started
 
 
 def _import_time_env() -> dict[str, str]:
-    """The environment variables that importing JAX and rltune reads (JAX's config flags, the
-    compile cache switch): a worker forked from the forkserver has them as they were then. (XLA's
-    are read when the worker's backend starts, after `apply_environment`.)"""
-    return {k: v for k, v in os.environ.items() if k.startswith(("JAX_", "RLTUNE_COMPILE_CACHE"))}
+    """The environment variables that importing JAX, flax and rltune reads (their config flags,
+    the compile cache's switch and place): a worker forked from the forkserver has them as they
+    were when it started. (XLA's are read when the worker's backend starts, after
+    `apply_environment`.)"""
+    return {k: v for k, v in os.environ.items()
+            if k.startswith(("JAX_", "FLAX_", "RLTUNE_COMPILE_CACHE")) or k in ("HOME", "XDG_CACHE_HOME")}
+
+
+def _running_forkserver() -> int | None:
+    """Start the forkserver, or restart it if it died; its pid (None: unknown here)."""
+    from multiprocessing import forkserver
+
+    os.environ[FORKSERVER_PARENT] = str(os.getpid())
+    try:
+        forkserver.ensure_running()  # returns at once; the server imports while we go on
+    finally:
+        os.environ.pop(FORKSERVER_PARENT, None)
+    return getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)
 
 
 def worker_context():
-    """The multiprocessing context worker processes start from. On Linux a forkserver (started
-    on first use, or early by `start_forkserver`) with the worker modules imported: a worker is
-    ready in a fraction of a second instead of importing JAX itself. Spawned as before on other
-    systems, or when the variables the imports read have changed since the forkserver started
-    (the workers get the driver's whole environment either way: `apply_environment`)."""
-    global _forkserver_env
+    """(context, parent pid) for a new worker process. On Linux a forkserver with the worker
+    modules imported: a worker is ready in a fraction of a second instead of importing JAX
+    itself. Spawned as before on other systems, when the forkserver's pid is unknown, or when
+    the variables its imports read have changed since it started (the workers get the
+    driver's whole environment either way: `apply_environment`). The forkserver lives as long
+    as the driver's process, so a later study in it starts warm too."""
+    global _forkserver
+    spawn = mp.get_context("spawn"), os.getpid()
     if sys.platform != "linux" or "forkserver" not in mp.get_all_start_methods():
-        return mp.get_context("spawn")
-    env = _import_time_env()
-    if _forkserver_env is None:
-        from multiprocessing import forkserver
-
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(WORKER_MODULES)
-        forkserver.ensure_running()  # returns at once; the server imports while we go on
-        _forkserver_env = env
-        return ctx
-    return mp.get_context("forkserver" if env == _forkserver_env else "spawn")
+        return spawn
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(WORKER_MODULES)
+    pid = _running_forkserver()
+    if pid is None:
+        return spawn
+    if _forkserver is None or _forkserver[0] != pid:  # (re)started just now, with the environment of now
+        _forkserver = (pid, _import_time_env())
+    return (ctx, pid) if _forkserver[1] == _import_time_env() else spawn
 
 
 def start_forkserver() -> None:
@@ -115,15 +124,16 @@ def apply_environment(environ: dict[str, str] | None) -> None:
         os.environ.update(environ)
 
 
-def start_worker_process(worker_id: int, cpu_threads: int | None, workers: int = 1) -> None:
-    """First thing in a spawned worker process, before anything starts JAX: XLA's CPU threads
-    (None: one per core; see rltune.cpu_threads) and its share of an accelerator's memory;
-    then the signals it must not take."""
+def start_worker_process(worker_id: int, cpu_threads: int | None, workers: int = 1,
+                         parent_pid: int | None = None) -> None:
+    """First thing in a worker process, before anything starts JAX: XLA's CPU threads (None:
+    one per core; see rltune.cpu_threads) and its share of an accelerator's memory; then the
+    signals it must not take (`parent_pid`: see `die_with_parent`)."""
     from rltune import cpu_threads as threads
 
     share_accelerator_memory(workers)
     threads.limit(cpu_threads, worker_id)
-    detach_from_terminal_signals()
+    detach_from_terminal_signals(parent_pid)
 
 
 PREALLOCATE, MEM_FRACTION = "XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION"
@@ -152,14 +162,15 @@ def share_accelerator_memory(workers: int) -> None:
 
 def worker_main(worker_id: int, inbox, outbox, node: str = "local", own_process: bool = True,
                 cpu_threads: int | None = None, share_compiles: bool = False, workers: int = 1,
-                environ: dict[str, str] | None = None) -> None:
+                environ: dict[str, str] | None = None, parent_pid: int | None = None) -> None:
     """One trial at a time. `own_process`: a worker process (not a thread in a Ray actor);
     `cpu_threads`: XLA's CPU threads in it (`start_worker_process`); `share_compiles`: split
     compiling a trial's programs with the other workers (rltune.tune.warmup); `workers`: how
-    many worker processes share this machine; `environ`: the driver's environment."""
+    many worker processes share this machine; `environ`: the driver's environment; `parent_pid`:
+    the process we must die with (`die_with_parent`)."""
     if own_process:
         apply_environment(environ)
-        start_worker_process(worker_id, cpu_threads, workers)
+        start_worker_process(worker_id, cpu_threads, workers, parent_pid)
     from rltune import profile
     from rltune.tune.trial import result_message, run_task
 
@@ -224,7 +235,7 @@ class LocalExecutor:
         self.cpu_threads = threads_per_worker(self.processes)
         # several workers on one machine compile each program once between them (tune.warmup)
         self.share_compiles = self.processes > 1
-        self._ctx = worker_context()
+        self._ctx, _ = worker_context()
         self._outbox = None
         self._workers: dict[int, tuple[mp.Process, object]] = {}  # worker id -> (process, inbox)
         self._idle: list[int] = []  # one entry per free slot
@@ -234,9 +245,17 @@ class LocalExecutor:
         self._next_worker = 0
 
     # worker processes
-    def _target(self, wid: int, inbox):
+    def _target(self, wid: int, inbox, parent_pid: int):
         return worker_main, (wid, inbox, self._outbox, "local", True, self.cpu_threads, self.share_compiles,
-                             self.processes, dict(os.environ))
+                             self.processes, dict(os.environ), parent_pid)
+
+    def _parent_pid(self) -> int:
+        """The pid a new worker's parent has: the forkserver's (restarted if it died), or ours."""
+        if self._ctx.get_start_method() == "forkserver":
+            pid = _running_forkserver()
+            if pid is not None:
+                return pid
+        return os.getpid()
 
     def start(self) -> None:
         self._outbox = self._ctx.Queue()
@@ -247,7 +266,7 @@ class LocalExecutor:
             wid = self._next_worker
             self._next_worker += 1
             inbox = self._ctx.Queue()
-            target, args = self._target(wid, inbox)
+            target, args = self._target(wid, inbox, self._parent_pid())
             proc = self._ctx.Process(target=target, args=args, daemon=True, name=f"rltune-worker-{wid}")
             proc.start()
             self._workers[wid] = (proc, inbox)
@@ -333,7 +352,8 @@ class LocalExecutor:
     def shutdown(self, force: bool = False) -> None:
         for proc, inbox in self._workers.values():
             if force:
-                proc.terminate()  # SIGTERM: the worker kills its trainer's process group, then exits
+                if proc.is_alive():  # (an exited worker's pid may already be another process's)
+                    proc.terminate()  # SIGTERM: the worker kills its trainer's process group, then exits
             else:
                 inbox.put(None)
         for proc, _ in self._workers.values():

@@ -277,20 +277,23 @@ class PopulationExecutor(LocalExecutor):
         shards = min(shard_count(options), size)
         super().__init__(options, processes=shards, slots_per_process=math.ceil(size / shards))
 
-    def _target(self, wid: int, inbox):
+    def _target(self, wid: int, inbox, parent_pid: int):
         return population_main, (wid, inbox, self._outbox, self.slots_per_process, "local", True,
-                                 self.cpu_threads, self.share_compiles, self.processes, dict(os.environ))
+                                 self.cpu_threads, self.share_compiles, self.processes, dict(os.environ),
+                                 parent_pid)
 
 
 def population_main(worker_id: int, inbox, outbox, capacity: int, node: str = "local",
                     own_process: bool = True, cpu_threads: int | None = None,
-                    share_compiles: bool = False, workers: int = 1, environ: dict[str, str] | None = None) -> None:
+                    share_compiles: bool = False, workers: int = 1, environ: dict[str, str] | None = None,
+                    parent_pid: int | None = None) -> None:
     """Worker entry (a process, or a thread in a Ray actor): run members until told to exit.
     `share_compiles`: split compiling the population's programs with the other shards;
-    `workers`: how many shards share this machine; `environ`: the driver's environment."""
+    `workers`: how many shards share this machine; `environ`: the driver's environment;
+    `parent_pid`: the process it must die with."""
     if own_process:
         apply_environment(environ)
-        start_worker_process(worker_id, cpu_threads, workers)
+        start_worker_process(worker_id, cpu_threads, workers, parent_pid)
     with lifetime("population", own_process):
         _population_loop(worker_id, inbox, outbox, capacity, node, share_compiles)
 
