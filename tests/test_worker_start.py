@@ -47,7 +47,7 @@ CHILD = """
         local.start_forkserver()
         os.environ["RLTUNE_TEST_MARK"] = "set after the forkserver started"
         {change}
-        ctx = local.worker_context()
+        ctx, _ = local.worker_context()
         print(ctx.get_start_method())
         queue = ctx.Queue()
         proc = ctx.Process(target=child, args=(queue, dict(os.environ)))
