@@ -116,7 +116,7 @@ class MetricLog:
         if resume_step is not None:
             _drop_lines_after(run_dir / "metrics.jsonl", resume_step)
         self._jsonl = (run_dir / "metrics.jsonl").open("a")
-        self._tb = EventFile(str(run_dir / "tb" / tb_run if tb_run else run_dir / "tb"), flush_secs=5)
+        self._tb = EventFile(str(run_dir / "tb" / tb_run if tb_run else run_dir / "tb"))
         if hparams:
             from tensorboardX.summary import hparams as hparams_summaries
 

@@ -67,11 +67,9 @@ def scalar_summary(tag: str, value: Any):
 class EventFile:
     """One run's event file in `logdir` (created on the first event, as SummaryWriter's is)."""
 
-    def __init__(self, logdir: str, flush_secs: float = 0.0):
+    def __init__(self, logdir: str):
         self.logdir = str(logdir)
-        self.flush_secs = flush_secs
         self._file = None
-        self._flushed_at = -math.inf
         self._closed = False
 
     def add_summary(self, summary, step: int | None = None) -> None:
@@ -99,10 +97,7 @@ class EventFile:
                 event.step = int(step)
             records.append(_record(event.SerializeToString()))
         self._file.write(b"".join(records))
-        now = time.monotonic()
-        if now - self._flushed_at >= self.flush_secs:  # a live TensorBoard sees the run grow
-            self._file.flush()
-            self._flushed_at = now
+        self._file.flush()  # nothing lost if the worker exits now; a live TensorBoard sees it
 
     def _open_file(self) -> None:
         from tensorboardX.proto.event_pb2 import Event
