@@ -166,7 +166,8 @@ class Population:
             self._states = self._hps = None
             self._host = jax.tree.map(lambda x: np.repeat(x[None], self.capacity, axis=0), (state, hp))
         elif self._host is not None:
-            jax.tree.map(lambda stacked, x: stacked.__setitem__(member.slot, x), self._host, (state, hp))
+            for stacked, x in zip(jax.tree.leaves(self._host), jax.tree.leaves((state, hp))):
+                stacked[member.slot] = x
         else:
             self.states, self.hps = _set_slot(self.states, self.hps, member.slot, state, hp)
         self.members[member.slot] = member
