@@ -146,4 +146,9 @@ def _compiled_episodes(policy: Callable, env_id: str, episodes: int):
         carry = jax.lax.while_loop(lambda c: ~c[-1].all(), step, carry)
         return carry[3], carry[4]
 
-    return jax.jit(run)
+    context = getattr(policy, "program_context", None)  # a policy that names its program: kept on disk
+    if context is None:
+        return jax.jit(run)
+    from rltune.executable_cache import Program
+
+    return Program(jax.jit(run), "rltune.evaluate.episodes", context=(context, env_id, episodes))

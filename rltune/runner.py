@@ -472,7 +472,12 @@ def _greedy_policy(agent_name: str, static_config, info):
     trial of a study reuses one program."""
     act = get_agent(agent_name).policy_fn(static_config, info)
     key = jax.random.PRNGKey(0)  # unused by greedy actions
-    return lambda params, obs: act(params, obs, key, True)
+
+    def policy(params, obs):
+        return act(params, obs, key, True)
+
+    policy.program_context = ("greedy", agent_name, static_config, info)  # its compiled evaluation is cached
+    return policy
 
 
 def _write_summary(run_dir: Path, summary: dict) -> None:

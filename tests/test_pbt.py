@@ -122,7 +122,7 @@ def test_exploit_copies_exactly_the_chosen_member_and_nothing_else(tmp_path):
     assert {k: float(v) for k, v in hp0.items() if k != "learning_rate"} == \
         {k: float(v) for k, v in src_hp.items() if k != "learning_rate"}
     pop.step()  # the population trains on with the copy, in the same compiled program
-    assert ppo.population_segment(*pop.key)._cache_size() == 1
+    assert ppo.population_segment(*pop.key).cache_size() == 1
 
 
 class _Outbox(list):

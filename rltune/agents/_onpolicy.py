@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from rltune import executable_cache
 from rltune.agents.episodes import (EpisodeStats, init_episode_stats, record_step, record_step_np,
                                    restart_episodes, window_mean)
 from rltune.config import CommonConfig, split_traced
@@ -266,7 +267,7 @@ def _init_learner(make_algo, config, info: EnvInfo, key, hp):
 _init_learner_jit = jax.jit(_init_learner, static_argnums=(0, 1, 2))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+@executable_cache.program("rltune.agents._onpolicy.init", static_argnums=(0, 1, 2))
 def _init_jit(make_algo, config, info: EnvInfo, rng, hp) -> OnPolicyState:
     env, env_params = make_gymnax(config.env)
     rng, k_net, k_env = jax.random.split(rng, 3)
@@ -327,7 +328,7 @@ def _episode_metrics(episodes: EpisodeStats, xp=jnp) -> dict:
 
 
 # ---------------------------------------------------------------- compiled path (gymnax)
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+@executable_cache.program("rltune.agents._onpolicy.segment", static_argnums=(0, 1, 2))
 def _segment_jit(make_algo, config, info: EnvInfo, hp, state: OnPolicyState, num_updates):
     """`num_updates` is traced: any segment length reuses the same compiled program."""
     algo = make_algo(config, info)
@@ -348,7 +349,9 @@ def _segment_jit(make_algo, config, info: EnvInfo, hp, state: OnPolicyState, num
 def population_segment(make_algo, static, info: EnvInfo):
     """`segment(hp, state, num_updates)` vmapped over population members: every argument has a
     leading member axis (num_updates too: a member with 0 updates is left as it is)."""
-    return jax.jit(jax.vmap(lambda hp, state, n: _segment_jit(make_algo, static, info, hp, state, n)))
+    segment = jax.jit(jax.vmap(lambda hp, state, n: _segment_jit(make_algo, static, info, hp, state, n)))
+    return executable_cache.Program(segment, "rltune.agents._onpolicy.population_segment",
+                                    context=(make_algo, static, info))
 
 
 # ---------------------------------------------------------------- host path (Gymnasium)
@@ -445,6 +448,8 @@ def policy_fn(make_algo, config, info: EnvInfo):
 def _policy(make_algo, config, info: EnvInfo):
     network = make_algo(config, info).network
 
+    # a plain jit (not an executable_cache.Program): called once per env step, where jit's
+    # C++ dispatch (~50 us) matters and a Program's Python-level call (~200 us) would not do
     @functools.partial(jax.jit, static_argnums=(3,))
     def act(params, obs, rng, deterministic: bool):
         net_out, _ = network.apply(params, obs)

@@ -44,12 +44,10 @@ class Program:
 def trial_programs(agent: str, config, eval_episodes: int) -> list[Program]:
     """What a trial of `config` compiles on the local executor; [] when it is not a compiled
     (gymnax) on-policy trial, whose programs are all known in advance."""
-    import jax
-
     module = _compiled_on_policy(agent, config)
     if module is None:
         return []
-    abstract = jax.eval_shape(lambda: module.init(config))
+    abstract = _abstract_init(module, config)
     programs = [Program("init", lambda: module.init(config))]
     state = _placeholder(abstract)
     if state is not None:
@@ -68,7 +66,7 @@ def population_programs(population, config, eval_episodes: int) -> list[Program]
     module = _compiled_on_policy(population.agent, config)
     if module is None:
         return []
-    abstract = jax.eval_shape(lambda: module.init(config))
+    abstract = _abstract_init(module, config)
     _, hp = module.split_config(config)
     # the population stacks host (numpy) copies: no weak types (Population.admit)
     one = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), abstract)
@@ -238,6 +236,15 @@ def _compiled_on_policy(agent: str, config):
     if not hasattr(module, "population_segment"):  # the on-policy family: compiled segments
         return None
     return module if env_info(config.env, config.backend).backend == "gymnax" else None
+
+
+def _abstract_init(module, config):
+    """The shapes of `module.init(config)`'s state: from the executable cache when init's
+    program is there (no tracing), else `jax.eval_shape`."""
+    from rltune import executable_cache
+
+    with executable_cache.shapes_only():
+        return module.init(config)
 
 
 def _placeholder(abstract):

@@ -1,0 +1,146 @@
+"""The executable cache: a warm process runs rltune's programs without tracing them, with the
+same results; anything that changes a program changes its key; entries are read safely."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rltune import executable_cache as ec
+
+# A fresh process: PPO's init (orthogonal init: a LAPACK QR in the program) and one training
+# segment on CartPole, through the cache. It prints how often each program was traced and a
+# digest of the trained state.
+SCRIPT = textwrap.dedent("""
+    import hashlib, json, logging, re
+    import jax, numpy as np
+    traced = []
+
+    class Traces(logging.Handler):
+        def emit(self, record):
+            found = re.search("Finished tracing (\\S+) for", record.getMessage())
+            if found:
+                traced.append(found.group(1))
+
+    logging.getLogger("jax").addHandler(Traces())
+    jax.config.update("jax_log_compiles", True)
+    from rltune.agents import get_agent
+    from rltune.config import from_dict
+    ppo = get_agent("ppo")
+    config = from_dict(ppo.Config, {"env": "CartPole-v1", "num_envs": 2, "num_steps": 8, "total_steps": 64,
+                                    "hidden_size": 8, "update_epochs": 1, "num_minibatches": 2})
+    state = ppo.init(config)
+    state, metrics = ppo.train_segment(config, state, 2)
+    digest = hashlib.sha256(b"".join(np.asarray(x).tobytes() for x in jax.tree.leaves((state, metrics))))
+    print(json.dumps({"traced": traced, "digest": digest.hexdigest()}))
+""")
+
+
+def _run(env: dict) -> dict:
+    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_a_warm_process_traces_nothing_and_trains_bit_identically(tmp_path):
+    env = {**os.environ, "RLTUNE_COMPILE_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("RLTUNE_COMPILE_CACHE", None)
+    cold = _run(env)
+    entries = sorted(p.name for p in (tmp_path / "cache" / ec.SUBDIR).glob("*.xla"))
+    assert len(entries) == 2  # init and the segment
+    warm = _run(env)
+    programs = {"_init_jit", "_segment_jit"}
+    assert programs <= set(cold["traced"]) and not programs & set(warm["traced"]), (cold, warm)
+    assert warm["digest"] == cold["digest"]
+    off = _run({**env, "RLTUNE_COMPILE_CACHE": "0"})  # plain jax.jit: the same numbers
+    assert off["digest"] == cold["digest"] and programs <= set(off["traced"])
+
+
+def test_the_key_changes_with_what_decides_the_program(monkeypatch):
+    tree = jax.tree.structure((np.zeros(2),))
+    avals = (((2,), "float32", False),)
+    base = ec.program_key("p", ("config-a",), tree, avals)
+    assert base == ec.program_key("p", ("config-a",), tree, avals)
+    assert base != ec.program_key("p", ("config-b",), tree, avals)
+    assert base != ec.program_key("q", ("config-a",), tree, avals)
+    assert base != ec.program_key("p", ("config-a",), tree, (((3,), "float32", False),))
+    assert base != ec.program_key("p", ("config-a",), tree, (((2,), "float32", True),))  # weak type
+    monkeypatch.setattr(ec, "environment", lambda: {"versions": {"jax": "another"}})
+    assert base != ec.program_key("p", ("config-a",), tree, avals)
+    # a static argument without a stable description (an object address) is never stored
+    assert ec.program_key("p", (object(),), tree, avals) is None
+    assert ec.program_key("p", (lambda x: x,), tree, avals) is None
+
+
+def test_the_environment_holds_rltunes_source_and_xla_flags(monkeypatch):
+    env = ec.environment()
+    assert len(env["rltune_source"]) == 64 and env["versions"]["jax"] == jax.__version__
+    ec.environment.cache_clear()
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=true")
+    try:
+        assert ec.environment()["xla_env"] == {"XLA_FLAGS": "--xla_cpu_enable_fast_math=true"}
+    finally:
+        ec.environment.cache_clear()
+
+
+def test_tree_structures_round_trip_as_json():
+    from rltune.agents import get_agent
+    from rltune.config import from_dict
+
+    ppo = get_agent("ppo")
+    state = jax.eval_shape(lambda: ppo.init(from_dict(ppo.Config, {"env": "CartPole-v1"})))
+    for tree in (state, {"a": (1, [2, None]), "b": 3}, 5, None, ()):
+        treedef = jax.tree.structure(tree)
+        encoded = json.loads(json.dumps(ec.encode_tree(treedef)))
+        assert ec.decode_tree(encoded) == treedef
+    with pytest.raises(ValueError):
+        ec.decode_tree(["os:system", None, []])  # only rltune's packages' node types are imported
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch exploited",))
+
+
+def test_an_entry_naming_other_code_is_refused_not_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    payload = pickle.dumps(_Exploit())
+    header = {"format": ec.FORMAT, "name": "x", "out_tree": "*", "custom_calls": [], "out_avals": [],
+              "sha256": __import__("hashlib").sha256(payload).hexdigest()}
+    entry = tmp_path / "entry.xla"
+    entry.write_bytes(json.dumps(header).encode() + b"\n" + payload)
+    assert ec._load(entry, jax.tree.structure(())) is None
+    assert not (tmp_path / "exploited").exists()
+
+
+def test_a_damaged_entry_is_compiled_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("RLTUNE_COMPILE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr("rltune.compile_cache._enabled", tmp_path)
+    double = ec.Program(jax.jit(lambda x: x * 2.0), "tests.double")
+    x = jnp.arange(3.0)
+    np.testing.assert_array_equal(double(x), x * 2)
+    (entry,) = (tmp_path / ec.SUBDIR).glob("*.xla")
+    entry.write_bytes(entry.read_bytes()[:-100])  # truncated
+    again = ec.Program(jax.jit(lambda x: x * 2.0), "tests.double")
+    np.testing.assert_array_equal(again(x), x * 2)
+
+
+def test_a_program_with_a_host_callback_is_not_stored(tmp_path, monkeypatch):
+    monkeypatch.setattr("rltune.compile_cache._enabled", tmp_path)
+
+    def noisy(x):
+        jax.debug.callback(lambda v: None, x)
+        return x + 1.0
+
+    program = ec.Program(jax.jit(noisy), "tests.noisy")
+    np.testing.assert_array_equal(program(jnp.ones(2)), 2 * np.ones(2))
+    assert not list((tmp_path / ec.SUBDIR).glob("*.xla"))
