@@ -5,7 +5,9 @@ else `~/.cache/rltune/jax`; `RLTUNE_COMPILE_CACHE_DIR` moves it). JAX keys every
 program itself, the JAX/XLA versions, the backend and the compile options, so a changed
 program, config shape or upgrade never loads a stale executable: it compiles and adds an entry.
 `RLTUNE_COMPILE_CACHE=0` (or `rltune --no-compile-cache ...`) turns it off; workers and Ray
-actors started by a driver inherit the setting through the environment.
+actors started by a driver inherit the setting through the environment. The same switch and
+directory hold rltune's executable cache (rltune/executable_cache.py: whole programs, loaded
+without tracing).
 
 Measured on 2 shared CPU cores (load ~15): a PPO CartPole first segment took 32.3 s to compile
 cold and 6.3 s with the cache warm.
