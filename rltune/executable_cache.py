@@ -285,7 +285,8 @@ def custom_call_targets(stablehlo: str) -> list[str]:
 _LAPACK = "lapack_"
 
 
-def _prepare_custom_calls(targets) -> None:
+def prepare_custom_calls(targets) -> None:
+    """Set up what a loaded program's custom calls need (no JAX backend, no thread)."""
     if any(t.startswith(_LAPACK) for t in targets):
         from jax._src.lax import linalg
 
@@ -335,7 +336,7 @@ def _load(path: Path, treedef):
         out_tree = decode_tree(header["out_tree"])
         if not all(t.startswith(_LAPACK) for t in header["custom_calls"]):
             return None
-        _prepare_custom_calls(header["custom_calls"])
+        prepare_custom_calls(header["custom_calls"])
         backend = jax.devices()[0].client
         unloaded, args_info_flat, no_kwargs = _Unpickler(io.BytesIO(payload), backend).load()
         in_tree = jax.tree.structure((tuple(jax.tree.unflatten(treedef, [0] * treedef.num_leaves)), {}))

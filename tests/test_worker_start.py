@@ -29,6 +29,8 @@ def test_the_preloaded_modules_start_no_jax_backend_and_no_thread():
         import threading
         for m in {modules!r}:
             __import__(m)
+        from rltune.executable_cache import prepare_custom_calls
+        prepare_custom_calls(["lapack_"])  # the forkserver's own setup
         from jax._src import xla_bridge
         print(bool(xla_bridge._backends), threading.active_count())
     """) == ["False", "1"]
