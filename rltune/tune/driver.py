@@ -144,6 +144,9 @@ class StudyDriver:
         try:
             with phase("start"):  # spawning workers; starting a local Ray takes seconds
                 self.executor.start()
+                hint = self.warm_up_hint()
+                if hint is not None:  # the workers compile while the storage opens
+                    self.executor.warm_up(hint)
             self._open_storage()
         except BaseException:  # e.g. a foreign database (UsageError): no worker outlives it
             self.executor.shutdown(force=True)
@@ -279,6 +282,23 @@ class StudyDriver:
                 self.pbt_rounds.start(trial.number, agent_config(self.spec, params))
             self.running[trial.number] = _Running(trial, record)
             self.executor.submit(self._task(record))
+
+    def warm_up_hint(self) -> TrialTask | None:
+        """A task like the study's first ones, for the workers to compile its programs before
+        any trial is sampled: the searched params at their lowest (or first) values, which
+        give the same programs as any sampled value, since none of them is static (a static
+        one fixes shapes: the hint could warm up programs no trial uses). None when that does
+        not hold, for an external trainer and on a resume (its trials continue from checkpoints)."""
+        from rltune.config import static_fields
+
+        if self.resume or self.spec.command is not None or not self.spec.agent:
+            return None
+        from rltune.agents import get_agent
+
+        if set(self.spec.space.names) & static_fields(get_agent(self.spec.agent).Config):
+            return None
+        params = {p.name: p.low if p.kind in ("float", "int") else p.values[0] for p in self.spec.space}
+        return self._task(TrialRecord(number=-1, params=params))
 
     def trial_dir(self, number: int) -> Path:
         return (self.study_dir / "trials" / str(number)).resolve()

@@ -279,6 +279,10 @@ class RayExecutor:
         self.actors[aid] = _Actor(handle, self.capacity, ready_ref=handle.ready.remote())
 
     # ------------------------------------------------------------ the protocol
+    def warm_up(self, hint: TrialTask) -> None:
+        """Ignored: Ray's actors never warm up (they may run on other nodes, without a shared
+        compile cache): each trial compiles its own programs."""
+
     def free_slots(self) -> int:
         return max(0, sum(a.free for a in self.actors.values()) - len(self._retry))
 
