@@ -11,6 +11,7 @@ import time
 import uuid
 
 import jax
+import pytest
 
 from rltune.agents import ppo
 from rltune.config import from_dict
@@ -189,19 +190,23 @@ def test_a_population_worker_warmed_up_by_the_hint_compiles_nothing_for_its_firs
     assert sorted(m[2] for m in messages if m[0] == "done") == [0, 1]
 
 
-def test_a_local_worker_warmed_up_by_the_hint_compiles_nothing_for_its_first_trial(tmp_path, monkeypatch):
+@pytest.mark.parametrize("share_compiles", [True, False])
+def test_a_local_worker_warmed_up_by_the_hint_compiles_nothing_for_its_first_trial(tmp_path, monkeypatch,
+                                                                                   share_compiles):
     from rltune.tune.executors.local import _worker_loop
     from rltune.tune.trial import result_message, run_task
 
-    config = {**TINY, "hidden_size": 4}
+    config = {**TINY, "hidden_size": 4 if share_compiles else 3}
     hint = TrialTask(trial_id=-1, trial_dir=str(tmp_path / "-1"), params={}, agent="ppo",
                      config={**config, "gamma": 0.9}, eval_episodes=3)
     task = TrialTask(trial_id=0, trial_dir=str(tmp_path / "0"), params={}, agent="ppo",
                      config={**config, "gamma": 0.95}, eval_episodes=3)
     warmed, lowered, messages = _run_with_hint(
         tmp_path, monkeypatch, "warm_up_trial",
-        lambda inbox, outbox: _worker_loop(0, inbox, outbox, "local", result_message, run_task, True), hint, [task])
-    assert warmed == [-1, 0]  # the trial's own warm-up call finds its config done
+        lambda inbox, outbox: _worker_loop(0, inbox, outbox, "local", result_message, run_task, share_compiles),
+        hint, [task])
+    # a worker that shares compiles calls the warm-up again for its trial: it finds the config done
+    assert warmed == ([-1, 0] if share_compiles else [-1])
     assert not {"_init_jit", "_segment_jit", "run"} & set(lowered), lowered
     assert messages[0][0] == "started" and messages[-1][0] == "done"
 

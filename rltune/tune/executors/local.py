@@ -188,9 +188,10 @@ def _worker_loop(worker_id, inbox, outbox, node, result_message, run_task, share
             task = inbox.get()
         if task is None:
             return
-        if isinstance(task, tuple) and task[0] == "warmup":  # as before a first trial: that one finds them warm
-            if share_compiles:
-                warmup.warm_up_trial(task[1], worker_id)
+        if isinstance(task, tuple) and task[0] == "warmup":
+            # The driver's hint, while it opens the storage: the first trial finds its programs
+            # compiled. A lone worker too: it would compile them in its first trial anyway.
+            warmup.warm_up_trial(task[1], worker_id)
             continue
         outbox.put(("started", worker_id, task.trial_id, os.getpid(), node))
         Path(task.trial_dir).mkdir(parents=True, exist_ok=True)

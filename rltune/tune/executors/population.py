@@ -335,8 +335,9 @@ def _population_loop(worker_id: int, inbox, outbox, capacity: int, node: str, sh
         gathering = pbt is not None and not pbt.started and received[0] < pbt.members
         if not receive(block=(idle and not pending) or gathering):
             return
-        if hint and share_compiles and population is None and not pending:
-            # as before its first members (below), while the driver still opens the storage
+        if hint and population is None and not pending:
+            # as before its first members (below), while the driver still opens the storage; a
+            # lone shard too: it would compile these programs for its first members anyway
             warmed = _warm_up_hint(hint[0], capacity, worker_id)
         hint.clear()
         if population is None and pending:
