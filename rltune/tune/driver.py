@@ -74,6 +74,8 @@ class StudyDriver:
         self.stopped_by_max_time = False
         self.started = time.time()
         self.interrupt_requested = False  # set by Ctrl-C; the loop stops at its next safe point
+        # (trial number, its result) of the reference evaluation started before the loop ended
+        self._early_reference: tuple[int, _Background] | None = None
         # Optuna's grid sampler repeats points once the grid is used up: cap the trials at its size.
         self.max_trials = min(spec.num_trials, spec.space.grid_size()) if spec.sampler.name == "grid" \
             else spec.num_trials
@@ -194,6 +196,7 @@ class StudyDriver:
                         break
                     # not done, yet no slot: workers are still starting (a Ray actor being placed)
                 self._poll(timeout=0.2)
+                self._start_reference_early()
                 if display:
                     display.refresh()
             if self.interrupt_requested:
@@ -205,15 +208,32 @@ class StudyDriver:
                 display.close()
             self._flush_reports()  # also when the loop failed: the curves so far are kept
             # The best trial's reference evaluation runs while the workers exit (the records are
-            # final once the loop has ended). A daemon thread: Ctrl-C or an exit need not wait for it.
-            reference = _in_background(self.reference_eval, self.best(), name="rltune-reference-eval")
+            # final once the loop has ended), unless it started early for this trial.
+            best, early = self.best(), self._early_reference
+            if early is not None and best is not None and early[0] == best.number:
+                reference = early[1]
+            else:
+                reference = _Background(self.reference_eval, best)
             with phase("shutdown"):
                 self.executor.shutdown(force=interrupted)
             with phase("eval"):
-                reference = reference()
+                reference = reference.result()
             self._write_outputs(reference)
         return StudyResult(self.study_dir, self.sorted_records(), self.best(),
                            interrupted and not self.stopped_by_max_time)
+
+    def _start_reference_early(self) -> None:
+        """At the study's end a worker idles while the last trials run (nothing is left to
+        launch): the best finished trial's reference evaluation starts then, on that idle core,
+        instead of after the last trial. Used only if that trial is still the best at the end
+        (its files no longer change: it finished, and nothing paused can resume). One at a time."""
+        if self.pbt is not None or self.paused or not self.running or not self._done_launching() \
+                or not self.executor.idle_workers():
+            return
+        best, early = self.best(), self._early_reference
+        if best is None or (early is not None and (early[0] == best.number or not early[1].done())):
+            return
+        self._early_reference = (best.number, _Background(self.reference_eval, best))
 
     def _flush_reports(self) -> None:
         try:
@@ -544,27 +564,30 @@ class StudyDriver:
             return {"trial": best.number, "error": f"{type(exc).__name__}: {exc}"}
 
 
-def _in_background(fn, *args, name: str):
-    """Start `fn(*args)` in a daemon thread; returns a function that waits for its result (or
-    raises its exception). No profile phase may be used inside `fn`: phases are per thread."""
-    box: dict = {}
+class _Background:
+    """`fn(*args)` in a daemon thread (Ctrl-C or an exit need not wait for it); `result()` waits
+    for its result or raises its exception. No profile phase may be used inside `fn`: phases
+    are per thread."""
 
-    def run():
+    def __init__(self, fn, *args, name: str = "rltune-reference-eval"):
+        self._box: dict = {}
+        self._thread = threading.Thread(target=self._run, args=(fn, args), name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self, fn, args) -> None:
         try:
-            box["result"] = fn(*args)
+            self._box["result"] = fn(*args)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            box["error"] = exc
+            self._box["error"] = exc
 
-    thread = threading.Thread(target=run, name=name, daemon=True)
-    thread.start()
+    def done(self) -> bool:
+        return not self._thread.is_alive()
 
-    def result():
-        thread.join()
-        if "error" in box:
-            raise box["error"]
-        return box["result"]
-
-    return result
+    def result(self):
+        self._thread.join()
+        if "error" in self._box:
+            raise self._box["error"]
+        return self._box["result"]
 
 
 class LiveView:

@@ -158,6 +158,9 @@ class Executor(Protocol):
         run, no directory written) while the driver opens the storage. Only an optimization:
         an executor may ignore it."""
 
+    def idle_workers(self) -> int:
+        """Workers (processes, actors) that run no trial now: their cores are free."""
+
     def submit(self, task: TrialTask) -> None:
         """Run `task` on a free slot."""
 

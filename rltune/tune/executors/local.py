@@ -282,6 +282,9 @@ class LocalExecutor:
     def free_slots(self) -> int:
         return len(self._idle)
 
+    def idle_workers(self) -> int:
+        return sum(1 for wid in self._workers if self._idle.count(wid) == self.slots_per_process)
+
     def warm_up(self, hint: TrialTask) -> None:
         for _, inbox in self._workers.values():
             inbox.put(("warmup", hint))
