@@ -11,7 +11,7 @@ from rltune.agents import ppo
 from rltune.cli import main
 from rltune.config import from_dict
 from rltune.policy import load_agent
-from rltune.runner import TrialRecorder, evaluate_params
+from rltune.runner import EvaluationStopped, TrialRecorder, evaluate_params
 from rltune.tune.executors.population import Member, Population, _run_segment, _set_slot
 from rltune.tune.executors.base import TrialTask
 
@@ -176,3 +176,9 @@ def test_parallel_2_splits_the_population_over_two_processes_and_profiles_them(t
     assert best["trial"] == summary["best"]["number"]
     agent = load_agent(out / "trials" / str(best["trial"]), which="last")
     assert {"trial": best["trial"], **evaluate_params(agent.agent, agent.config, agent.params, 3, 10_000)} == best
+    # an early check that a better trial overtook is stopped at its next step
+    asked = []
+    with pytest.raises(EvaluationStopped):
+        evaluate_params(agent.agent, agent.config, agent.params, 3, 10_000,
+                        stop=lambda: asked.append(1) or len(asked) > 5)
+    assert len(asked) == 6

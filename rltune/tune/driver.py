@@ -74,7 +74,7 @@ class StudyDriver:
         self.stopped_by_max_time = False
         self.started = time.time()
         self.interrupt_requested = False  # set by Ctrl-C; the loop stops at its next safe point
-        # (trial number, its result) of the reference evaluation started before the loop ended
+        # the reference evaluation started before the loop ended: (trial number, its result)
         self._early_reference: tuple[int, _Background] | None = None
         # Optuna's grid sampler repeats points once the grid is used up: cap the trials at its size.
         self.max_trials = min(spec.num_trials, spec.space.grid_size()) if spec.sampler.name == "grid" \
@@ -213,6 +213,8 @@ class StudyDriver:
             if early is not None and best is not None and early[0] == best.number:
                 reference = early[1]
             else:
+                if early is not None:
+                    early[1].stop()  # another trial's: it must not share the core with this one
                 reference = _Background(self.reference_eval, best)
             with phase("shutdown"):
                 self.executor.shutdown(force=interrupted)
@@ -226,13 +228,16 @@ class StudyDriver:
         """At the study's end a worker idles while the last trials run (nothing is left to
         launch): the best finished trial's reference evaluation starts then, on that idle core,
         instead of after the last trial. Used only if that trial is still the best at the end
-        (its files no longer change: it finished, and nothing paused can resume). One at a time."""
+        (its files no longer change: it finished, and nothing paused can resume); one that a
+        better trial overtakes is stopped."""
         if self.pbt is not None or self.paused or not self.running or not self._done_launching() \
                 or not self.executor.idle_workers():
             return
         best, early = self.best(), self._early_reference
-        if best is None or (early is not None and (early[0] == best.number or not early[1].done())):
+        if best is None or (early is not None and early[0] == best.number):
             return
+        if early is not None:
+            early[1].stop()
         self._early_reference = (best.number, _Background(self.reference_eval, best))
 
     def _flush_reports(self) -> None:
@@ -541,9 +546,10 @@ class StudyDriver:
             write_best_config(self.study_dir / "best_config.yaml", best, study_name=self.spec.name,
                               metric=self.spec.metric, config=config, agent=self.spec.agent)
 
-    def reference_eval(self, best: TrialRecord | None) -> dict | None:
+    def reference_eval(self, best: TrialRecord | None, stop=None) -> dict | None:
         """Trials evaluate on the env as trained (gymnax, compiled); the best one is checked on
-        the reference simulator (its Gymnasium twin) with the same episodes, final policy."""
+        the reference simulator (its Gymnasium twin) with the same episodes, final policy.
+        `stop()` True: the result is no longer wanted (an error that nobody reads)."""
         from rltune.envs import env_info
         from rltune.evaluate import eval_backend
 
@@ -558,30 +564,34 @@ class StudyDriver:
             info = env_info(agent.config.env, agent.config.backend)
             if eval_backend(agent.config.env, info.backend)[1] == info.backend:
                 return None  # the trials already evaluated on the reference simulator
-            result = evaluate_params(agent.agent, agent.config, agent.params, self.eval_episodes, 10_000)
+            result = evaluate_params(agent.agent, agent.config, agent.params, self.eval_episodes, 10_000,
+                                     stop=stop)
             return {"trial": best.number, **result}
         except Exception as exc:  # noqa: BLE001 - a missing checkpoint must not lose the study's outputs
             return {"trial": best.number, "error": f"{type(exc).__name__}: {exc}"}
 
 
 class _Background:
-    """`fn(*args)` in a daemon thread (Ctrl-C or an exit need not wait for it); `result()` waits
+    """`fn(*args, stop)` in a daemon thread (Ctrl-C or an exit need not wait for it), where
+    `stop()` tells whether `stop` was called here (`fn` may end early then); `result()` waits
     for its result or raises its exception. No profile phase may be used inside `fn`: phases
     are per thread."""
 
     def __init__(self, fn, *args, name: str = "rltune-reference-eval"):
         self._box: dict = {}
-        self._thread = threading.Thread(target=self._run, args=(fn, args), name=name, daemon=True)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(fn, (*args, self._stop.is_set)), name=name,
+                                        daemon=True)
         self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
 
     def _run(self, fn, args) -> None:
         try:
             self._box["result"] = fn(*args)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
             self._box["error"] = exc
-
-    def done(self) -> bool:
-        return not self._thread.is_alive()
 
     def result(self):
         self._thread.join()
