@@ -450,9 +450,15 @@ def train(agent_name: str, config, run_dir: str | Path, *, options: RunOptions =
     return recorder.finish(state, status, options.eval_episodes, options.eval_seed, options.eval_reference)
 
 
-def evaluate_params(agent_name: str, config, params, episodes: int, seed: int, reference: bool = True) -> dict:
+class EvaluationStopped(Exception):
+    """`evaluate_params`'s `stop` asked it to end before its last episode."""
+
+
+def evaluate_params(agent_name: str, config, params, episodes: int, seed: int, reference: bool = True,
+                    stop: Callable[[], bool] | None = None) -> dict:
     """The greedy policy's return over `episodes` episodes: on the reference simulator, or with
-    `reference=False` on a gymnax env as trained, all episodes in one compiled program."""
+    `reference=False` on a gymnax env as trained, all episodes in one compiled program. `stop`
+    (the reference simulator): asked before each step; True ends it with EvaluationStopped."""
     module = get_agent(agent_name)
     info = env_info(config.env, config.backend)
     if not reference and info.backend == "gymnax":
@@ -462,8 +468,13 @@ def evaluate_params(agent_name: str, config, params, episodes: int, seed: int, r
     act = module.policy_fn(config, info)
     key = jax.random.PRNGKey(seed)
     eval_env, backend = eval_backend(config.env, info.backend)
-    result = evaluate(lambda obs: act(params, obs, key, True), eval_env, backend, episodes, seed)
-    return result.summary()
+
+    def policy(obs):
+        if stop is not None and stop():
+            raise EvaluationStopped
+        return act(params, obs, key, True)
+
+    return evaluate(policy, eval_env, backend, episodes, seed).summary()
 
 
 @functools.lru_cache(maxsize=32)

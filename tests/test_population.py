@@ -10,7 +10,8 @@ import pytest
 from rltune.agents import ppo
 from rltune.cli import main
 from rltune.config import from_dict
-from rltune.runner import TrialRecorder
+from rltune.policy import load_agent
+from rltune.runner import EvaluationStopped, TrialRecorder, evaluate_params
 from rltune.tune.executors.population import Member, Population, _run_segment, _set_slot
 from rltune.tune.executors.base import TrialTask
 
@@ -167,6 +168,17 @@ def test_parallel_2_splits_the_population_over_two_processes_and_profiles_them(t
     busy = sum(v for k, v in workers.items() if k not in ("wall", "cpu"))
     assert abs(busy - workers["wall"]) < 0.05 * workers["wall"]  # every second in some phase
     assert 0 < workers["cpu"] and 0 < profile["driver"]["cpu"]  # CPU seconds next to the wall ones
-    # the best trial checked on the reference simulator, as `rltune eval` would
-    best = json.loads((out / "summary.json").read_text())["best_reference_eval"]
+    # the best trial checked on the reference simulator, as `rltune eval` would (the check may
+    # start before the last trial ends, when a shard idles: it must be the final best's)
+    summary = json.loads((out / "summary.json").read_text())
+    best = summary["best_reference_eval"]
     assert best["backend"] == "gymnasium" and best["episodes"] == 3
+    assert best["trial"] == summary["best"]["number"]
+    agent = load_agent(out / "trials" / str(best["trial"]), which="last")
+    assert {"trial": best["trial"], **evaluate_params(agent.agent, agent.config, agent.params, 3, 10_000)} == best
+    # an early check that a better trial overtook is stopped at its next step
+    asked = []
+    with pytest.raises(EvaluationStopped):
+        evaluate_params(agent.agent, agent.config, agent.params, 3, 10_000,
+                        stop=lambda: asked.append(1) or len(asked) > 5)
+    assert len(asked) == 6

@@ -380,3 +380,33 @@ def test_storage_writes_the_rows_optuna_writes_and_optuna_reads_them_back(tmp_pa
         assert ours.intermediate_values[100] == 1.5 and math.isnan(ours.intermediate_values[200])
         assert (ours.state, ours.value, ours.user_attrs) == (theirs.state, theirs.value, theirs.user_attrs)
     assert [t.value for t in loaded["rows"]] == [7.0, -2.25]  # a pruned trial: its last intermediate value
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_the_storage_asks_for_the_trials_optuna_would_give(tmp_path, sampler):
+    """`StudyStorage.ask` skips Optuna's look for enqueued trials once none waits: the same
+    trials, numbers and sampled values as `Study.ask` (an enqueued one comes first)."""
+    from rltune.tune.samplers import make_sampler
+    from rltune.tune.spec import spec_from_dict
+    from rltune.tune.storage import StudyStorage, storage_url
+
+    spec = spec_from_dict({"name": "asks", "agent": "ppo", "env": "CartPole-v1", "trials": 8,
+                           "search_space": {"gamma": {"type": "float", "low": 0.9, "high": 0.99},
+                                            "learning_rate": {"type": "float", "low": 1e-5, "high": 1e-2,
+                                                              "scale": "log"}}})
+    runs = []
+    for own in (True, False):
+        (tmp_path / str(own)).mkdir()
+        storage = StudyStorage(storage_url(spec, tmp_path / str(own), None), spec)
+        study = storage.open(resume=False)
+        study.sampler = make_sampler(sampler, spec.space, 3)
+        study.enqueue_trial({"gamma": 0.95, "learning_rate": 1e-3})
+        asked = []
+        for i in range(8):
+            trial = storage.ask() if own else study.ask()
+            asked.append((trial.number, spec.space.suggest(trial)))
+            if i % 2:  # some finish, some keep running: the sampler sees both
+                study.tell(trial, float(i))
+        runs.append(asked)
+    assert runs[0] == runs[1]
+    assert runs[0][0] == (0, {"gamma": 0.95, "learning_rate": 1e-3})

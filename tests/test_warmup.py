@@ -11,6 +11,7 @@ import time
 import uuid
 
 import jax
+import pytest
 
 from rltune.agents import ppo
 from rltune.config import from_dict
@@ -140,3 +141,94 @@ def test_a_warmed_up_population_compiles_nothing_more(tmp_path):
     assert not {"_init_jit", "set_slot", "<lambda>", "run"} & set(again), again
     messages = [outbox.get_nowait() for _ in range(outbox.qsize())]
     assert [m[0] for m in messages] == ["started", "started", "done"]
+
+
+def _run_with_hint(tmp_path, monkeypatch, name, loop, hint, tasks):
+    """Run a worker loop in a thread: the hint first; once the worker has warmed up on it, the
+    tasks. Returns (the tasks the warm-up functions saw, programs lowered for the tasks, messages)."""
+    warmed, done = [], threading.Event()
+    original = getattr(warmup, name)
+
+    def spy(*args):
+        task = args[1] if name == "warm_up_population" else args[0]
+        warmed.append(task.trial_id)
+        original(*args)
+        done.set()
+
+    monkeypatch.setattr(warmup, name, spy)
+    inbox, outbox = queue.Queue(), queue.Queue()
+    worker = threading.Thread(target=loop, args=(inbox, outbox))
+    worker.start()
+    inbox.put(("warmup", hint))
+    _wait_for(lambda: done.is_set() or not worker.is_alive(), 120)
+    assert done.is_set()
+    messages = []
+    with lowered_programs() as lowered:
+        for task in tasks:
+            inbox.put(task)
+        while sum(m[0] == "done" for m in messages) < len(tasks):
+            messages.append(outbox.get(timeout=120))
+    inbox.put(None)
+    worker.join(30)
+    assert not (tmp_path / "-1").exists()  # a hint runs nothing and writes no trial directory
+    return warmed, lowered, messages
+
+
+def test_a_population_worker_warmed_up_by_the_hint_compiles_nothing_for_its_first_members(tmp_path, monkeypatch):
+    from rltune.tune.executors.population import _population_loop
+
+    config = {**TINY, "hidden_size": 5}  # a static shape no other test compiles
+    hint = TrialTask(trial_id=-1, trial_dir=str(tmp_path / "-1"), params={}, agent="ppo",
+                     config={**config, "learning_rate": 1e-5}, eval_episodes=3)
+    tasks = [TrialTask(trial_id=i, trial_dir=str(tmp_path / str(i)), params={}, agent="ppo",
+                       config={**config, "learning_rate": 1e-3 * (i + 1)}, eval_episodes=3) for i in range(2)]
+    warmed, lowered, messages = _run_with_hint(
+        tmp_path, monkeypatch, "warm_up_population",
+        lambda inbox, outbox: _population_loop(0, inbox, outbox, 2, "local", True), hint, tasks)
+    assert warmed == [-1]  # the members found their programs warm: no second warm-up
+    assert not {"_init_jit", "<lambda>", "run"} & set(lowered), lowered
+    assert sorted(m[2] for m in messages if m[0] == "done") == [0, 1]
+
+
+@pytest.mark.parametrize("share_compiles", [True, False])
+def test_a_local_worker_warmed_up_by_the_hint_compiles_nothing_for_its_first_trial(tmp_path, monkeypatch,
+                                                                                   share_compiles):
+    from rltune.tune.executors.local import _worker_loop
+    from rltune.tune.trial import result_message, run_task
+
+    config = {**TINY, "hidden_size": 4 if share_compiles else 3}
+    hint = TrialTask(trial_id=-1, trial_dir=str(tmp_path / "-1"), params={}, agent="ppo",
+                     config={**config, "gamma": 0.9}, eval_episodes=3)
+    task = TrialTask(trial_id=0, trial_dir=str(tmp_path / "0"), params={}, agent="ppo",
+                     config={**config, "gamma": 0.95}, eval_episodes=3)
+    warmed, lowered, messages = _run_with_hint(
+        tmp_path, monkeypatch, "warm_up_trial",
+        lambda inbox, outbox: _worker_loop(0, inbox, outbox, "local", result_message, run_task, share_compiles),
+        hint, [task])
+    # a worker that shares compiles calls the warm-up again for its trial: it finds the config done
+    assert warmed == ([-1, 0] if share_compiles else [-1])
+    assert not {"_init_jit", "_segment_jit", "run"} & set(lowered), lowered
+    assert messages[0][0] == "started" and messages[-1][0] == "done"
+
+
+def test_the_driver_hints_a_first_trial_only_when_no_searched_param_fixes_a_shape(tmp_path):
+    from rltune.tune.driver import StudyDriver
+    from rltune.tune.spec import spec_from_dict
+
+    def driver(space, **kwargs):
+        fixed = {k: v for k, v in TINY.items() if k not in space and k != "env"}
+        spec = spec_from_dict({"name": "hint", "agent": "ppo", "env": "CartPole-v1", "fixed": fixed,
+                               "search_space": space, "trials": 4, "parallel": 2})
+        return StudyDriver(spec, tmp_path / "study", eval_episodes=3, **kwargs)
+
+    traced = {"learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "scale": "log"},
+              "ent_coef": {"type": "discrete", "values": [0.01, 0.02]}}
+    hint = driver(traced).warm_up_hint()
+    assert hint.params == {"learning_rate": 1e-4, "ent_coef": 0.01} and hint.eval_episodes == 3
+    config = from_dict(ppo.PPOConfig, hint.config)  # a config a trial could get
+    assert (config.hidden_size, config.learning_rate, config.ent_coef) == (8, 1e-4, 0.01)
+    # a static searched param would warm up one shape of many, maybe one no trial uses
+    assert driver({**traced, "hidden_size": {"type": "int", "low": 8, "high": 64}}).warm_up_hint() is None
+    assert driver({**traced, "seed": {"type": "int", "low": 0, "high": 9}}).warm_up_hint() is None
+    assert driver(traced, resume=True).warm_up_hint() is None  # its trials continue from checkpoints
+    assert not (tmp_path / "study").exists()  # nothing written

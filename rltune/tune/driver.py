@@ -74,6 +74,8 @@ class StudyDriver:
         self.stopped_by_max_time = False
         self.started = time.time()
         self.interrupt_requested = False  # set by Ctrl-C; the loop stops at its next safe point
+        # the reference evaluation started before the loop ended: (trial number, its result)
+        self._early_reference: tuple[int, _Background] | None = None
         # Optuna's grid sampler repeats points once the grid is used up: cap the trials at its size.
         self.max_trials = min(spec.num_trials, spec.space.grid_size()) if spec.sampler.name == "grid" \
             else spec.num_trials
@@ -144,6 +146,9 @@ class StudyDriver:
         try:
             with phase("start"):  # spawning workers; starting a local Ray takes seconds
                 self.executor.start()
+                hint = self.warm_up_hint()
+                if hint is not None:  # the workers compile while the storage opens
+                    self.executor.warm_up(hint)
             self._open_storage()
         except BaseException:  # e.g. a foreign database (UsageError): no worker outlives it
             self.executor.shutdown(force=True)
@@ -191,6 +196,7 @@ class StudyDriver:
                         break
                     # not done, yet no slot: workers are still starting (a Ray actor being placed)
                 self._poll(timeout=0.2)
+                self._start_reference_early()
                 if display:
                     display.refresh()
             if self.interrupt_requested:
@@ -202,15 +208,37 @@ class StudyDriver:
                 display.close()
             self._flush_reports()  # also when the loop failed: the curves so far are kept
             # The best trial's reference evaluation runs while the workers exit (the records are
-            # final once the loop has ended). A daemon thread: Ctrl-C or an exit need not wait for it.
-            reference = _in_background(self.reference_eval, self.best(), name="rltune-reference-eval")
+            # final once the loop has ended), unless it started early for this trial.
+            best, early = self.best(), self._early_reference
+            if early is not None and best is not None and early[0] == best.number:
+                reference = early[1]
+            else:
+                if early is not None:
+                    early[1].stop()  # another trial's: it must not share the core with this one
+                reference = _Background(self.reference_eval, best)
             with phase("shutdown"):
                 self.executor.shutdown(force=interrupted)
             with phase("eval"):
-                reference = reference()
+                reference = reference.result()
             self._write_outputs(reference)
         return StudyResult(self.study_dir, self.sorted_records(), self.best(),
                            interrupted and not self.stopped_by_max_time)
+
+    def _start_reference_early(self) -> None:
+        """At the study's end a worker idles while the last trials run (nothing is left to
+        launch): the best finished trial's reference evaluation starts then, on that idle core,
+        instead of after the last trial. Used only if that trial is still the best at the end
+        (its files no longer change: it finished, and nothing paused can resume); one that a
+        better trial overtakes is stopped."""
+        if self.pbt is not None or self.paused or not self.running or not self._done_launching() \
+                or not self.executor.idle_workers():
+            return
+        best, early = self.best(), self._early_reference
+        if best is None or (early is not None and early[0] == best.number):
+            return
+        if early is not None:
+            early[1].stop()
+        self._early_reference = (best.number, _Background(self.reference_eval, best))
 
     def _flush_reports(self) -> None:
         try:
@@ -279,6 +307,23 @@ class StudyDriver:
                 self.pbt_rounds.start(trial.number, agent_config(self.spec, params))
             self.running[trial.number] = _Running(trial, record)
             self.executor.submit(self._task(record))
+
+    def warm_up_hint(self) -> TrialTask | None:
+        """A task like the study's first ones, for the workers to compile its programs before
+        any trial is sampled: the searched params at their lowest (or first) values, which
+        give the same programs as any sampled value, since none of them is static (a static
+        one fixes shapes: the hint could warm up programs no trial uses). None when that does
+        not hold, for an external trainer and on a resume (its trials continue from checkpoints)."""
+        from rltune.config import static_fields
+
+        if self.resume or self.spec.command is not None or not self.spec.agent:
+            return None
+        from rltune.agents import get_agent
+
+        if set(self.spec.space.names) & static_fields(get_agent(self.spec.agent).Config):
+            return None
+        params = {p.name: p.low if p.kind in ("float", "int") else p.values[0] for p in self.spec.space}
+        return self._task(TrialRecord(number=-1, params=params))
 
     def trial_dir(self, number: int) -> Path:
         return (self.study_dir / "trials" / str(number)).resolve()
@@ -501,9 +546,10 @@ class StudyDriver:
             write_best_config(self.study_dir / "best_config.yaml", best, study_name=self.spec.name,
                               metric=self.spec.metric, config=config, agent=self.spec.agent)
 
-    def reference_eval(self, best: TrialRecord | None) -> dict | None:
+    def reference_eval(self, best: TrialRecord | None, stop=None) -> dict | None:
         """Trials evaluate on the env as trained (gymnax, compiled); the best one is checked on
-        the reference simulator (its Gymnasium twin) with the same episodes, final policy."""
+        the reference simulator (its Gymnasium twin) with the same episodes, final policy.
+        `stop()` True: the result is no longer wanted (an error that nobody reads)."""
         from rltune.envs import env_info
         from rltune.evaluate import eval_backend
 
@@ -518,33 +564,40 @@ class StudyDriver:
             info = env_info(agent.config.env, agent.config.backend)
             if eval_backend(agent.config.env, info.backend)[1] == info.backend:
                 return None  # the trials already evaluated on the reference simulator
-            result = evaluate_params(agent.agent, agent.config, agent.params, self.eval_episodes, 10_000)
+            result = evaluate_params(agent.agent, agent.config, agent.params, self.eval_episodes, 10_000,
+                                     stop=stop)
             return {"trial": best.number, **result}
         except Exception as exc:  # noqa: BLE001 - a missing checkpoint must not lose the study's outputs
             return {"trial": best.number, "error": f"{type(exc).__name__}: {exc}"}
 
 
-def _in_background(fn, *args, name: str):
-    """Start `fn(*args)` in a daemon thread; returns a function that waits for its result (or
-    raises its exception). No profile phase may be used inside `fn`: phases are per thread."""
-    box: dict = {}
+class _Background:
+    """`fn(*args, stop)` in a daemon thread (Ctrl-C or an exit need not wait for it), where
+    `stop()` tells whether `stop` was called here (`fn` may end early then); `result()` waits
+    for its result or raises its exception. No profile phase may be used inside `fn`: phases
+    are per thread."""
 
-    def run():
+    def __init__(self, fn, *args, name: str = "rltune-reference-eval"):
+        self._box: dict = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(fn, (*args, self._stop.is_set)), name=name,
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self, fn, args) -> None:
         try:
-            box["result"] = fn(*args)
+            self._box["result"] = fn(*args)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            box["error"] = exc
+            self._box["error"] = exc
 
-    thread = threading.Thread(target=run, name=name, daemon=True)
-    thread.start()
-
-    def result():
-        thread.join()
-        if "error" in box:
-            raise box["error"]
-        return box["result"]
-
-    return result
+    def result(self):
+        self._thread.join()
+        if "error" in self._box:
+            raise self._box["error"]
+        return self._box["result"]
 
 
 class LiveView:

@@ -162,6 +162,7 @@ class StudyStorage:
         self._first_pending = 0.0  # when the oldest buffered report came
         self._reported: dict[int, set[int]] = {}  # trial id -> the steps it reported
         self.study: optuna.Study | None = None
+        self._waiting = True  # the study may hold enqueued trials (`ask`)
         self._writer: _RowWriter | None = None
 
     def open(self, *, resume: bool) -> optuna.Study:
@@ -193,7 +194,18 @@ class StudyStorage:
 
     # ------------------------------------------------------------ trials
     def ask(self) -> optuna.trial.Trial:
-        return self.study.ask()
+        """Optuna's `Study.ask`, less its look for enqueued trials once none waits: that look
+        reads every unfinished trial back from the storage, each ask (5 ms of the driver's CPU,
+        which the workers share, with 32 trials running). rltune is the storage's only writer
+        and enqueues only a resume's re-runs (`recover`): once none waits, none comes."""
+        study = self.study
+        if self._waiting:
+            self._waiting = bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        thread_local, study_id = getattr(study, "_thread_local", None), getattr(study, "_study_id", None)
+        if self._waiting or thread_local is None or study_id is None:
+            return study.ask()
+        thread_local.cached_all_trials = None  # as in Study.ask: the sampler reads every trial afresh
+        return optuna.Trial(study, study._storage.create_new_trial(study_id))
 
     def report(self, trial: optuna.trial.Trial, value: float, step: int) -> None:
         """Buffered: a trial waits for the driver's decision, not for the disk (see `flush`).

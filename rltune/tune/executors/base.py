@@ -152,6 +152,15 @@ class Executor(Protocol):
     def free_slots(self) -> int:
         """Slots that can take a task now."""
 
+    def warm_up(self, hint: TrialTask) -> None:
+        """Before the first `submit`: the workers may compile the programs of a trial like
+        `hint` (its params at any value the search space holds, none of them static; never
+        run, no directory written) while the driver opens the storage. Only an optimization:
+        an executor may ignore it."""
+
+    def idle_workers(self) -> int:
+        """Workers (processes, actors) that run no trial now: their cores are free."""
+
     def submit(self, task: TrialTask) -> None:
         """Run `task` on a free slot."""
 

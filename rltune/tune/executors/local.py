@@ -10,7 +10,8 @@ there, so the fork is safe); elsewhere they are spawned. A worker dies with the 
 Worker-loop messages (plain tuples, they cross processes; `base.event_from_message` types them):
     to the driver:  ("started", wid, trial, pid, node) ("report", wid, trial, step, value, answer)
                     ("done", wid, trial, result) ("failed", wid, trial, reason)
-    to the worker:  a TrialTask, ("decision", trial, "continue" | "stop"), or None (exit)
+    to the worker:  a TrialTask, ("decision", trial, "continue" | "stop"), ("warmup", task) (before
+                    the first task: compile that task's programs, run nothing), or None (exit)
 """
 
 from __future__ import annotations
@@ -187,6 +188,11 @@ def _worker_loop(worker_id, inbox, outbox, node, result_message, run_task, share
             task = inbox.get()
         if task is None:
             return
+        if isinstance(task, tuple) and task[0] == "warmup":
+            # The driver's hint, while it opens the storage: the first trial finds its programs
+            # compiled. A lone worker too: it would compile them in its first trial anyway.
+            warmup.warm_up_trial(task[1], worker_id)
+            continue
         outbox.put(("started", worker_id, task.trial_id, os.getpid(), node))
         Path(task.trial_dir).mkdir(parents=True, exist_ok=True)
         (Path(task.trial_dir) / "pid").write_text(str(os.getpid()))
@@ -275,6 +281,13 @@ class LocalExecutor:
     # the protocol
     def free_slots(self) -> int:
         return len(self._idle)
+
+    def idle_workers(self) -> int:
+        return sum(1 for wid in self._workers if self._idle.count(wid) == self.slots_per_process)
+
+    def warm_up(self, hint: TrialTask) -> None:
+        for _, inbox in self._workers.values():
+            inbox.put(("warmup", hint))
 
     def submit(self, task: TrialTask) -> None:
         # the worker with the most free slots (population shards fill evenly; one slot each: the first)

@@ -305,9 +305,11 @@ def _population_loop(worker_id: int, inbox, outbox, capacity: int, node: str, sh
     population: Population | None = None
     pbt: PBTRun | None = None
     received = [0]  # tasks received so far
+    hint: list[TrialTask] = []  # the driver's warm-up hint ("warmup" message), not yet acted on
+    warmed = None  # what the hint warmed up (`_warm_key`): the first members need not again
 
     def receive(block: bool) -> bool:
-        """Move inbox messages into `pending` / `decisions`; False when told to exit."""
+        """Move inbox messages into `pending` / `decisions` / `hint`; False when told to exit."""
         import queue
 
         while True:
@@ -322,6 +324,8 @@ def _population_loop(worker_id: int, inbox, outbox, capacity: int, node: str, sh
             if isinstance(msg, TrialTask):
                 pending.append(msg)
                 received[0] += 1
+            elif msg[0] == "warmup":
+                hint.append(msg[1])
             else:
                 decisions[msg[1]] = msg[2]
 
@@ -331,6 +335,11 @@ def _population_loop(worker_id: int, inbox, outbox, capacity: int, node: str, sh
         gathering = pbt is not None and not pbt.started and received[0] < pbt.members
         if not receive(block=(idle and not pending) or gathering):
             return
+        if hint and population is None and not pending:
+            # as before its first members (below), while the driver still opens the storage; a
+            # lone shard too: it would compile these programs for its first members anyway
+            warmed = _warm_up_hint(hint[0], capacity, worker_id)
+        hint.clear()
         if population is None and pending:
             population = Population(pending[0].agent, capacity)
             if pending[0].pbt is not None:
@@ -344,7 +353,9 @@ def _population_loop(worker_id: int, inbox, outbox, capacity: int, node: str, sh
         if share_compiles and not population.members and pending:
             from rltune.tune.warmup import warm_up_population
 
-            warm_up_population(population, pending[0], worker_id)
+            if warmed is None or warmed != _warm_key(capacity, pending[0]):
+                warm_up_population(population, pending[0], worker_id)
+            warmed = None
             # the tasks that arrived meanwhile join now: a member admitted a segment later
             # would keep every slot computing one segment longer at the end
             if not receive(block=False):
@@ -354,6 +365,30 @@ def _population_loop(worker_id: int, inbox, outbox, capacity: int, node: str, sh
         if not population.members:
             continue
         _run_segment(population, worker_id, outbox, decisions, receive, pbt)
+
+
+def _warm_up_hint(task: TrialTask, capacity: int, worker_id: int):
+    """Warm up for the driver's hint as for a first member of its config; its `_warm_key`."""
+    from rltune.tune.warmup import warm_up_population
+
+    key = _warm_key(capacity, task)
+    if key is not None:
+        warm_up_population(Population(task.agent, capacity), task, worker_id)
+    return key
+
+
+def _warm_key(capacity: int, task: TrialTask):
+    """What a population warm-up for `task` compiles: its static config (shapes, env), members
+    and evaluation episodes; None when its config does not read (the trial says why)."""
+    from rltune.agents import get_agent
+    from rltune.config import from_dict
+
+    try:
+        module = get_agent(task.agent)
+        static, _ = module.split_config(from_dict(module.Config, task.config, source=f"trial {task.trial_id}"))
+    except Exception:  # noqa: BLE001 - reported by the trial itself
+        return None
+    return task.agent, static, capacity, task.eval_episodes
 
 
 def _admit_pending(population: Population, pending, worker_id: int, outbox, node: str = "local") -> None:

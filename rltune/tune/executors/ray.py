@@ -279,6 +279,13 @@ class RayExecutor:
         self.actors[aid] = _Actor(handle, self.capacity, ready_ref=handle.ready.remote())
 
     # ------------------------------------------------------------ the protocol
+    def warm_up(self, hint: TrialTask) -> None:
+        """Ignored: Ray's actors never warm up (they may run on other nodes, without a shared
+        compile cache): each trial compiles its own programs."""
+
+    def idle_workers(self) -> int:
+        return sum(1 for a in self.actors.values() if a.ready_ref is None and not a.trials)
+
     def free_slots(self) -> int:
         return max(0, sum(a.free for a in self.actors.values()) - len(self._retry))
 
