@@ -38,11 +38,15 @@ import os
 import pickle
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 FORMAT = 1
 SUBDIR = "executables"
+# A jax.monitoring duration event per program loaded from here: its load counts as compile time
+# where rltune measures that (runner.CompileClock), as the trace and compile it replaces did.
+LOAD_EVENT = "/rltune/executable_cache/load_duration"
 _shapes_only = False  # see shapes_only()
 
 
@@ -137,11 +141,14 @@ class Program:
 
     def _load_or_compile(self, directory: Path, args, key: str | None, treedef):
         path = directory / f"{key}.xla" if key is not None else None
+        import jax
+
         if path is not None:
+            start = time.perf_counter()
             compiled = _load(path, treedef)
             if compiled is not None:
+                jax.monitoring.record_event_duration_secs(LOAD_EVENT, time.perf_counter() - start)
                 return compiled
-        import jax
 
         lowered = self.jitted.lower(*args)
         if path is None:

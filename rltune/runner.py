@@ -35,7 +35,7 @@ import jax
 import numpy as np
 import yaml
 
-from rltune import checkpoint, hp_schedule
+from rltune import checkpoint, executable_cache, hp_schedule
 from rltune.profile import phase
 from rltune.agents import get_agent
 from rltune.config import to_dict
@@ -161,7 +161,7 @@ class CompileClock:
     total = 0.0
     _registered = False
     EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
-              "/jax/core/compile/backend_compile_duration")
+              "/jax/core/compile/backend_compile_duration", executable_cache.LOAD_EVENT)
 
     @classmethod
     def read(cls) -> float:

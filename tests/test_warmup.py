@@ -94,6 +94,13 @@ def test_whatever_fails_in_a_warm_up_leaves_the_trial_to_compile(tmp_path, capsy
     assert "compile warm-up skipped" in capsys.readouterr().err
 
 
+@pytest.fixture(autouse=True)
+def own_executable_cache(tmp_path_factory, monkeypatch):
+    """An executable cache of this test's own: programs an earlier run stored on disk would be
+    loaded instead of lowered, and these tests look at what is lowered when."""
+    monkeypatch.setattr("rltune.compile_cache._enabled", tmp_path_factory.mktemp("compile-cache"))
+
+
 @contextlib.contextmanager
 def lowered_programs():
     """The names of the programs JAX lowers inside the block (jax_log_compiles' log lines)."""
