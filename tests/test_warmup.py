@@ -239,3 +239,26 @@ def test_the_driver_hints_a_first_trial_only_when_no_searched_param_fixes_a_shap
     assert driver({**traced, "seed": {"type": "int", "low": 0, "high": 9}}).warm_up_hint() is None
     assert driver(traced, resume=True).warm_up_hint() is None  # its trials continue from checkpoints
     assert not (tmp_path / "study").exists()  # nothing written
+
+
+def test_a_new_population_takes_the_tasks_still_arriving_into_its_first_segment(tmp_path):
+    """Tasks submitted while a shard warms up (or a few milliseconds apart) all start in the
+    first segment: a member admitted a segment later would keep every slot busy one segment
+    longer at the end."""
+    from rltune.tune.executors.population import _population_loop
+
+    inbox, outbox = queue.Queue(), queue.Queue()
+    tasks = [TrialTask(trial_id=i, trial_dir=str(tmp_path / str(i)), params={}, agent="ppo",
+                       config={**TINY, "learning_rate": 1e-3 * (i + 1)}, eval_episodes=2) for i in range(3)]
+    worker = threading.Thread(target=_population_loop, args=(0, inbox, outbox, 3, "local", False))
+    worker.start()
+    for task in tasks:
+        inbox.put(task)
+        time.sleep(0.1)  # a slow driver, yet quicker than the shard's quiet period
+    messages = []
+    while sum(m[0] == "done" for m in messages) < len(tasks):
+        messages.append(outbox.get(timeout=120))
+    inbox.put(None)
+    worker.join(30)
+    kinds = [m[0] for m in messages]
+    assert kinds[:3] == ["started"] * 3, kinds  # all three admitted before the first segment's reports

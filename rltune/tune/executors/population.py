@@ -308,14 +308,15 @@ def _population_loop(worker_id: int, inbox, outbox, capacity: int, node: str, sh
     hint: list[TrialTask] = []  # the driver's warm-up hint ("warmup" message), not yet acted on
     warmed = None  # what the hint warmed up (`_warm_key`): the first members need not again
 
-    def receive(block: bool) -> bool:
-        """Move inbox messages into `pending` / `decisions` / `hint`; False when told to exit."""
+    def receive(block: bool, timeout: float | None = None) -> bool:
+        """Move inbox messages into `pending` / `decisions` / `hint` (blocking for the first one,
+        at most `timeout` seconds); False when told to exit."""
         import queue
 
         while True:
             try:
                 with phase("wait"):
-                    msg = inbox.get(block=block, timeout=None)
+                    msg = inbox.get(block=block, timeout=timeout)
             except queue.Empty:
                 return True
             block = False
@@ -356,15 +357,31 @@ def _population_loop(worker_id: int, inbox, outbox, capacity: int, node: str, sh
             if warmed is None or warmed != _warm_key(capacity, pending[0]):
                 warm_up_population(population, pending[0], worker_id)
             warmed = None
-            # the tasks that arrived meanwhile join now: a member admitted a segment later
-            # would keep every slot computing one segment longer at the end
-            if not receive(block=False):
-                return
+        if pending and not population.members and pbt is None and not _gather_first_members(receive, pending, capacity):
+            return
         with phase("setup"):
             _admit_pending(population, pending, worker_id, outbox, node)
         if not population.members:
             continue
         _run_segment(population, worker_id, outbox, decisions, receive, pbt)
+
+
+# A new population starts once its slots are full, or once the driver has sent no task for this
+# long (it submits a study's first tasks a few milliseconds apart).
+FIRST_MEMBERS_QUIET_SECONDS = 0.25
+
+
+def _gather_first_members(receive, pending, capacity: int) -> bool:
+    """Before a new population's first segment: take the tasks still arriving (the driver may be
+    submitting them while this shard warmed up). A member admitted a segment later would keep
+    every slot computing one segment longer at the end. False when told to exit."""
+    while len(pending) < capacity:
+        before = len(pending)
+        if not receive(block=True, timeout=FIRST_MEMBERS_QUIET_SECONDS):
+            return False
+        if len(pending) == before:  # quiet: no more tasks coming now
+            return True
+    return True
 
 
 def _warm_up_hint(task: TrialTask, capacity: int, worker_id: int):
