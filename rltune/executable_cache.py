@@ -11,56 +11,68 @@ it, known before tracing:
 - the tree structure, shapes, dtypes and weak types of its array arguments,
 - everything else a compile depends on: the source of the rltune package, the versions of
   jax, jaxlib, flax, optax, gymnax and numpy, JAX's configuration, XLA_* variables, the device
-  and the CPU's features.
+  and the CPU.
 
 Any change to one of them is a new key: the program is traced and compiled as `jax.jit` would,
 and stored. A program with a static argument whose repr is not stable across processes (an
-object address in it) is not stored. Only the CPU backend uses it (the executables this was
-checked with); elsewhere, and when the compile cache is off (`RLTUNE_COMPILE_CACHE=0`), a
-program is the plain `jax.jit` function.
+object address in it) is not stored, nor one that calls back into Python. Only the CPU backend
+uses it (the executables this was checked with); elsewhere, when the compile cache is off
+(`RLTUNE_COMPILE_CACHE=0`), under `jax_disable_jit` or a NaN/Inf check, or with a JAX that
+lacks what it needs, a program is the plain `jax.jit` function.
 
 An entry is written from a fresh compile only: an executable that XLA:CPU itself loaded from
-JAX's cache does not serialize whole. Entries are machine code for this machine, trusted as
-JAX's own cache is (in the same directory); the metadata JAX pickles with the executable is
-read by an unpickler that resolves only jax, jaxlib and numpy names, and the result tree's
-structure is stored as plain JSON.
+JAX's cache does not serialize whole (so a miss compiles cold even when JAX's cache has the
+program, e.g. after rltune's source changed). A loaded program that fails on its first run is
+deleted and compiled again. Entries live in a folder per environment (a new rltune or JAX gets
+a new folder; the oldest beyond `KEEP_ENVIRONMENTS` are deleted).
+
+Entries are machine code for this machine: like JAX's own cache, the directory must be trusted
+(anyone who can write to it can make rltune run code). The metadata JAX pickles with an
+executable is read by an unpickler that resolves only the classes a real entry names, and the
+result's tree structure is stored as JSON, its node types looked up among modules already
+imported: a damaged or foreign entry is refused and compiled again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import hashlib
-import importlib
 import io
 import json
 import os
 import pickle
 import re
+import shutil
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-FORMAT = 1
+FORMAT = 2
 SUBDIR = "executables"
+KEEP_ENVIRONMENTS = 4  # environment folders kept (the newest): an upgrade leaves no growing pile
 # A jax.monitoring duration event per program loaded from here: its load counts as compile time
 # where rltune measures that (runner.CompileClock), as the trace and compile it replaces did.
 LOAD_EVENT = "/rltune/executable_cache/load_duration"
-_shapes_only = False  # see shapes_only()
+_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+_shapes_only: contextvars.ContextVar[bool] = contextvars.ContextVar("rltune_shapes_only", default=False)
 
 
 @contextlib.contextmanager
 def shapes_only():
-    """Inside it, a Program call returns its output's shapes (`Program.eval_shape`) instead of
-    running: `with shapes_only(): abstract = agent.init(config)` traces nothing when init's
-    executable is on disk."""
-    global _shapes_only
-    previous, _shapes_only = _shapes_only, True
+    """Inside it (this thread), a Program call returns its output's shapes (`Program.eval_shape`)
+    instead of running: `with shapes_only(): abstract = agent.init(config)` traces nothing when
+    init's executable is on disk."""
+    token = _shapes_only.set(True)
     try:
         yield
     finally:
-        _shapes_only = previous
+        _shapes_only.reset(token)
 
 
 class Program:
@@ -79,9 +91,10 @@ class Program:
         self.static_argnums = frozenset(static_argnums)
         self.context = context  # what the jitted function closes over that decides the program
         self._compiled: dict[Any, Any] = {}  # in-process: signature -> jax.stages.Compiled
+        self._unchecked: dict[Any, Path] = {}  # loaded, not run yet: signature -> its entry
 
     def __call__(self, *args):
-        if _shapes_only:
+        if _shapes_only.get():
             return self.eval_shape(*args)
         directory = _directory()
         if directory is None:
@@ -90,11 +103,28 @@ class Program:
             static, dynamic, treedef, avals = self._signature(args)
         except TypeError:  # not an array argument (a tracer: called inside a traced function)
             return self.jitted(*args)
-        compiled = self._compiled.get((static, treedef, avals))
+        signature = (static, treedef, avals, _config_state())
+        compiled = self._compiled.get(signature)
         if compiled is None:
-            compiled = self._load_or_compile(directory, args, self._key(static, treedef, avals), treedef)
-            self._compiled[(static, treedef, avals)] = compiled
+            compiled = self._load_or_compile(directory, args, signature)
+            self._compiled[signature] = compiled
+        if signature in self._unchecked:
+            return self._first_run(signature, compiled, args, dynamic)
         return compiled(*dynamic)
+
+    def _first_run(self, signature, compiled, args, dynamic):
+        """A loaded program's first run, checked: one that fails (an entry that does not match
+        this process after all) is deleted, and the program compiles as jax.jit would."""
+        import jax
+
+        path = self._unchecked.pop(signature)
+        try:
+            return jax.block_until_ready(compiled(*dynamic))
+        except jax.errors.JaxRuntimeError as exc:
+            print(f"rltune: cached executable {path.name} failed ({exc}); compiling it again", file=sys.stderr)
+            path.unlink(missing_ok=True)
+            del self._compiled[signature]
+            return self.jitted(*args)
 
     def _signature(self, args):
         """(static args, dynamic args, the dynamic args' tree structure and avals)."""
@@ -105,8 +135,10 @@ class Program:
         leaves, treedef = jax.tree.flatten(dynamic)
         return static, dynamic, treedef, tuple(_aval(x) for x in leaves)
 
-    def _key(self, static, treedef, avals) -> str | None:
-        return program_key(self.name, self.context + static, treedef, avals)
+    def _path(self, directory: Path, signature) -> Path | None:
+        static, treedef, avals, config = signature
+        key = program_key(self.name, self.context + static, treedef, avals, config)
+        return directory / f"{key}.xla" if key is not None else None
 
     def cache_size(self) -> int:
         """Programs this process holds for it (loaded or compiled here, or in jax.jit's cache)."""
@@ -121,13 +153,13 @@ class Program:
         if directory is not None:
             try:
                 static, _, treedef, avals = self._signature(args)
-                key = self._key(static, treedef, avals)
-                header = _read_header(directory / f"{key}.xla") if key is not None else None
+                path = self._path(directory, (static, treedef, avals, _config_state()))
+                header = _read_header(path) if path is not None else None
                 if header is not None:
                     structs = [jax.ShapeDtypeStruct(tuple(shape), dtype, weak_type=weak)
                                for shape, dtype, weak in header["out_avals"]]
                     return jax.tree.unflatten(decode_tree(header["out_tree"]), structs)
-            except (TypeError, ValueError, KeyError, ImportError, AttributeError):
+            except (TypeError, ValueError, KeyError, AttributeError):
                 pass
         positions = [i for i in range(len(args)) if i not in self.static_argnums]
 
@@ -139,25 +171,27 @@ class Program:
 
         return jax.eval_shape(with_static, *(args[i] for i in positions))
 
-    def _load_or_compile(self, directory: Path, args, key: str | None, treedef):
-        path = directory / f"{key}.xla" if key is not None else None
+    def _load_or_compile(self, directory: Path, args, signature):
         import jax
 
+        path = self._path(directory, signature)
         if path is not None:
             start = time.perf_counter()
-            compiled = _load(path, treedef)
+            compiled = _load(path, signature[1])
             if compiled is not None:
                 jax.monitoring.record_event_duration_secs(LOAD_EVENT, time.perf_counter() - start)
+                self._unchecked[signature] = path
                 return compiled
-
         lowered = self.jitted.lower(*args)
-        if path is None:
+        targets = custom_call_targets(lowered.as_text(debug_info=False)) if path is not None else []
+        # a host callback's address would not survive a reload: such a program is never stored
+        if path is None or not all(t.startswith(_LAPACK) for t in targets):
             return lowered.compile()
-        compiled = _compile_fresh(lowered)
-        targets = custom_call_targets(lowered.as_text(debug_info=False))
-        if all(t.startswith(_LAPACK) for t in targets):  # a host callback's address would not survive a reload
-            out_avals = [(s.shape, str(s.dtype), bool(s.weak_type)) for s in jax.tree.leaves(lowered.out_info)]
-            _store(path, compiled, self.name, targets, out_avals)
+        compiled, fresh = _compile_fresh(lowered)
+        out_avals = getattr(getattr(compiled, "_executable", None), "out_avals", None)
+        if fresh and out_avals is not None:
+            _store(path, compiled, self.name, targets,
+                   [(list(a.shape), str(a.dtype), bool(a.weak_type)) for a in out_avals])
         return compiled
 
 
@@ -173,34 +207,99 @@ def program(name: str, static_argnums: tuple[int, ...] = ()):
 
 # ---------------------------------------------------------------- where, and whether
 def _directory() -> Path | None:
-    """The cache directory when this process uses it: the compile cache on, the CPU backend."""
+    """This process's entries' folder, when it uses the cache: the compile cache on, the CPU
+    backend, a JAX with what this module needs, no jax_disable_jit and no NaN/Inf checks."""
     from rltune import compile_cache
 
     base = compile_cache.enable()
-    if base is None or not _cpu_backend():
+    if base is None or not _usable():
         return None
-    return base / SUBDIR
+    import jax
+
+    values = jax.config.values
+    if values.get("jax_disable_jit") or values.get("jax_debug_nans") or values.get("jax_debug_infs"):
+        return None
+    return _environment_folder(base / SUBDIR)
 
 
 @functools.lru_cache(maxsize=1)
-def _cpu_backend() -> bool:
-    import jax
+def _usable() -> bool:
+    """The CPU backend, and the JAX names this module relies on (some private) present."""
+    try:
+        import jax
+        from jax._src import config as jax_config
+        from jax._src import tree_util
+        from jax._src.lax import linalg  # noqa: F401
+        from jax.experimental import serialize_executable
+        from jax.experimental.compilation_cache import compilation_cache  # noqa: F401
 
-    return jax.default_backend() == "cpu"
+        needed = (jax.typeof, serialize_executable._JaxPjrtUnpickler, serialize_executable.serialize,
+                  jax_config.trace_context, tree_util.default_registry,
+                  jax.tree.structure(0).from_node_data_and_children, jax.stages.Compiled)
+    except (ImportError, AttributeError):
+        return False
+    return all(n is not None for n in needed) and jax.default_backend() == "cpu"
+
+
+_folder: Path | None = None
+
+
+def _environment_folder(root: Path) -> Path:
+    """root/<environment hash>; the first time a process uses one, folders of other
+    environments beyond the newest `KEEP_ENVIRONMENTS` are deleted."""
+    global _folder
+    if _folder is None or _folder.parent != root:
+        digest = hashlib.sha256(json.dumps(environment(), sort_keys=True).encode()).hexdigest()[:20]
+        _folder = root / digest
+        _prune(root, keep=_folder)
+    return _folder
+
+
+def _prune(root: Path, keep: Path) -> None:
+    try:
+        others = sorted((p for p in root.iterdir() if p.is_dir() and p != keep),
+                        key=lambda p: p.stat().st_mtime, reverse=True)
+    except OSError:
+        return
+    for old in others[KEEP_ENVIRONMENTS - 1:]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _config_state():
+    """JAX's settings that change what a trace produces, as they are now (a process may change
+    one between calls, as jax.jit's own cache allows for)."""
+    from jax._src import config as jax_config
+
+    return jax_config.trace_context()
 
 
 # ---------------------------------------------------------------- the key
-def program_key(name: str, static: tuple, treedef, avals: tuple) -> str | None:
+def program_key(name: str, static: tuple, treedef, avals: tuple, config=None) -> str | None:
     """The hex key of a program, or None when a static argument has no stable description."""
     parts = [_describe(s) for s in static]
     if any(p is None for p in parts):
         return None
     text = json.dumps({"format": FORMAT, "name": name, "static": parts, "tree": str(treedef),
-                       "avals": [list(a) for a in avals], "environment": environment()})
+                       "avals": [list(a) for a in avals], "config": _stable_config(config),
+                       "environment": environment()})
+    if " at 0x" in text:  # an object address in the tree: not stable across processes
+        return None
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _stable_config(config) -> list[str] | None:
+    """`_config_state()` as text that reads the same in every process: an object shown by its
+    address (JAX's axis environment, empty for a call outside any trace) by its type."""
+    if config is None:
+        return None
+    return [type(v).__name__ if " at 0x" in repr(v) else repr(v) for v in config]
+
+
 def _describe(value) -> str | None:
+    import inspect
+
+    if inspect.ismethod(value) or isinstance(value, functools.partial):
+        return None  # its object's or arguments' state is not in its name
     if callable(value) and hasattr(value, "__qualname__") and hasattr(value, "__module__"):
         if "<locals>" in value.__qualname__ or "<lambda>" in value.__qualname__:
             return None  # a closure: its captured values are not in its name
@@ -252,34 +351,54 @@ def _source_hash() -> str:
 
 
 def _cpu_features() -> str:
-    """XLA:CPU compiles for the host's instruction set: the model and feature flags."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        import platform
+    """XLA:CPU compiles for the host's instruction set: its architecture, model and features
+    (x86: "model name", "flags"; ARM: "CPU implementer", "CPU part", "Features")."""
+    import platform
 
-        return platform.processor() + platform.machine()
-    wanted = [line for line in text.splitlines()[:40] if line.startswith(("model name", "flags"))]
-    return hashlib.sha256("\n".join(wanted).encode()).hexdigest()
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = [platform.processor()]
+    fields = ("model name", "flags", "CPU implementer", "CPU part", "Features")
+    wanted = sorted({line for line in lines if line.startswith(fields)})
+    return hashlib.sha256("\n".join([platform.machine(), *wanted]).encode()).hexdigest()
 
 
 # ---------------------------------------------------------------- compile, store, load
+_compile_lock = threading.Lock()
+_compiles = threading.local()  # backend compiles on this thread (jax.monitoring events)
+_listening = False
+
+
+def _count_compile(event: str, duration: float, **_) -> None:
+    if event == _COMPILE_EVENT:
+        _compiles.count = getattr(_compiles, "count", 0) + 1
+
+
 def _compile_fresh(lowered):
-    """Compile without JAX's persistent cache: XLA:CPU serializes an executable whole only when
-    it compiled it itself (one it loaded from that cache fails when run after a reload). JAX
-    decides once per process whether it uses its cache: that decision is reset around this
-    compile, so it is taken again, with the cache off, then on."""
+    """(compiled, fresh): compile without JAX's persistent cache, since XLA:CPU serializes an
+    executable whole only when it compiled it itself (one loaded from that cache fails when
+    run after a reload). JAX decides once per process whether it uses its cache: that decision
+    is reset around this compile (one at a time), so it is taken again with the cache off, then
+    on. `fresh`: XLA did compile (JAX may still hand back an executable it holds in memory)."""
+    global _listening
     import jax
     from jax.experimental.compilation_cache import compilation_cache
 
-    previous = jax.config.values["jax_enable_compilation_cache"]
-    jax.config.update("jax_enable_compilation_cache", False)
-    compilation_cache.reset_cache()
-    try:
-        return lowered.compile()
-    finally:
-        jax.config.update("jax_enable_compilation_cache", previous)
+    with _compile_lock:
+        if not _listening:
+            jax.monitoring.register_event_duration_secs_listener(_count_compile)
+            _listening = True
+        before = getattr(_compiles, "count", 0)
+        previous = jax.config.values["jax_enable_compilation_cache"]
+        jax.config.update("jax_enable_compilation_cache", False)
         compilation_cache.reset_cache()
+        try:
+            compiled = lowered.compile()
+        finally:
+            jax.config.update("jax_enable_compilation_cache", previous)
+            compilation_cache.reset_cache()
+        return compiled, getattr(_compiles, "count", 0) > before
 
 
 def custom_call_targets(stablehlo: str) -> list[str]:
@@ -308,12 +427,16 @@ def _store(path: Path, compiled, name: str, targets: list[str], out_avals: list)
     try:
         payload, _, out_tree = serialize_executable.serialize(compiled)
         header = {"format": FORMAT, "name": name, "out_tree": encode_tree(out_tree), "custom_calls": targets,
-                  "out_avals": out_avals,
-                  "sha256": hashlib.sha256(payload).hexdigest()}
+                  "out_avals": out_avals, "sha256": hashlib.sha256(payload).hexdigest()}
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(json.dumps(header).encode() + b"\n" + payload)
-        tmp.replace(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(json.dumps(header).encode() + b"\n" + payload)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     except Exception as exc:  # noqa: BLE001 - a cache: the program runs either way
         print(f"rltune: executable of {name} not cached ({type(exc).__name__}: {exc})", file=sys.stderr)
 
@@ -324,7 +447,7 @@ def _read_header(path: Path) -> dict | None:
             header = json.loads(file.readline())
     except (OSError, ValueError):
         return None
-    return header if header.get("format") == FORMAT else None
+    return header if isinstance(header, dict) and header.get("format") == FORMAT else None
 
 
 def _load(path: Path, treedef):
@@ -344,8 +467,7 @@ def _load(path: Path, treedef):
         if not all(t.startswith(_LAPACK) for t in header["custom_calls"]):
             return None
         prepare_custom_calls(header["custom_calls"])
-        backend = jax.devices()[0].client
-        unloaded, args_info_flat, no_kwargs = _Unpickler(io.BytesIO(payload), backend).load()
+        unloaded, args_info_flat, no_kwargs = _unpickler(io.BytesIO(payload), jax.devices()[0].client).load()
         in_tree = jax.tree.structure((tuple(jax.tree.unflatten(treedef, [0] * treedef.num_leaves)), {}))
         args_info = in_tree.unflatten(args_info_flat)
         return jax.stages.Compiled(unloaded.load(), [], args_info, out_tree, no_kwargs=no_kwargs)
@@ -354,35 +476,30 @@ def _load(path: Path, treedef):
         return None
 
 
-def _unpickler_base():
+# What the metadata of JAX's executable serialization names (jax 0.10): nothing else is resolved.
+_PICKLED_NAMES = frozenset({
+    ("jax", "P"), ("jax._src.core", "ManualAxisType"), ("jax._src.core", "MemorySpace"),
+    ("jax._src.core", "ShapedArray"), ("jax._src.interpreters.pxla", "AllArgsInfo"),
+    ("jax._src.interpreters.pxla", "UnloadedMeshExecutable"), ("jax._src.layout", "Layout"),
+    ("jax._src.linear_util", "DebugInfo"), ("jax._src.mesh", "AbstractMesh"), ("jax._src.mesh", "AxisType"),
+    ("jax._src.named_sharding", "_unpickle_named_sharding"),
+    ("jax._src.sharding_impls", "_unpickle_single_device_sharding"), ("jax._src.stages", "ArgInfo"),
+    ("jaxlib._jax", "DeviceList"), ("numpy", "dtype"), ("builtins", "frozenset"), ("builtins", "set"),
+    ("builtins", "slice"),
+})
+
+
+def _unpickler(file, backend):
+    """JAX's executable unpickler, resolving only `_PICKLED_NAMES`."""
     from jax.experimental.serialize_executable import _JaxPjrtUnpickler
 
-    return _JaxPjrtUnpickler
+    class Restricted(_JaxPjrtUnpickler):
+        def find_class(self, module, name):
+            if (module, name) not in _PICKLED_NAMES:
+                raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a cached executable")
+            return super().find_class(module, name)
 
-
-class _Unpickler:
-    """JAX's executable unpickler, resolving only jax, jaxlib and numpy names (and a few plain
-    builtins): the metadata pickled with an executable needs no more."""
-
-    _BUILTINS = {"set", "frozenset", "slice", "range", "complex", "bytearray", "tuple", "list", "dict",
-                 "int", "float", "bool", "str", "bytes"}
-
-    def __new__(cls, file, backend):
-        base = _unpickler_base()
-
-        class Restricted(base):
-            def find_class(self, module, name):
-                top = module.split(".")[0]
-                allowed = (top in ("jax", "jaxlib", "numpy")
-                           or (module == "builtins" and name in cls._BUILTINS))
-                if not allowed or "." in name or name.startswith("_") and not name.startswith("_unpickle"):
-                    raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a cached executable")
-                found = super().find_class(module, name)
-                if isinstance(found, type(sys)):
-                    raise pickle.UnpicklingError(f"{module}.{name} is a module")
-                return found
-
-        return Restricted(file, backend)
+    return Restricted(file, backend)
 
 
 # ---------------------------------------------------------------- pytree structures as JSON
@@ -406,17 +523,17 @@ def decode_tree(data):
         tree_util.default_registry, node, [decode_tree(c) for c in children])
 
 
-# Packages whose pytree node types an entry may name (imported by name when it is read).
-_NODE_PACKAGES = ("builtins", "collections", "jax", "flax", "optax", "rltune", "gymnax", "chex")
-
-
 def _node_type(name: str) -> type:
-    module, qualname = name.split(":")
-    if module.split(".")[0] not in _NODE_PACKAGES:
-        raise ValueError(f"pytree node type {name} is not one of rltune's")
-    if (module, qualname) == ("builtins", "NoneType"):
+    """A pytree node type by name, among the modules this process has imported (nothing is
+    imported for an entry)."""
+    import jax
+
+    module_name, qualname = name.split(":")
+    if (module_name, qualname) == ("builtins", "NoneType"):
         return type(None)
-    found: Any = importlib.import_module(module)
+    found: Any = sys.modules.get(module_name)
+    if found is None:
+        raise ValueError(f"pytree node type {name}: its module is not imported")
     for part in qualname.split("."):
         found = getattr(found, part)
     if not isinstance(found, type):

@@ -55,7 +55,7 @@ def test_a_warm_process_traces_nothing_and_trains_bit_identically(tmp_path):
     env = {**os.environ, "RLTUNE_COMPILE_CACHE_DIR": str(tmp_path / "cache")}
     env.pop("RLTUNE_COMPILE_CACHE", None)
     cold = _run(env)
-    entries = sorted(p.name for p in (tmp_path / "cache" / ec.SUBDIR).glob("*.xla"))
+    entries = sorted(p.name for p in (tmp_path / "cache" / ec.SUBDIR).glob("*/*.xla"))
     assert len(entries) == 2  # init and the segment
     warm = _run(env)
     programs = {"_init_jit", "_segment_jit"}
@@ -106,14 +106,21 @@ def test_tree_structures_round_trip_as_json():
         ec.decode_tree(["os:system", None, []])  # only rltune's packages' node types are imported
 
 
-class _Exploit:
+class _System:
     def __reduce__(self):
         return (os.system, ("touch exploited",))
 
 
-def test_an_entry_naming_other_code_is_refused_not_run(tmp_path, monkeypatch):
+class _NumpyLoad:  # numpy.load with allow_pickle=True would unpickle a second file
+    def __reduce__(self):
+        return (np.load, ("second.pkl", None, True))
+
+
+@pytest.mark.parametrize("gadget", [_System, _NumpyLoad])
+def test_an_entry_naming_other_code_is_refused_not_run(tmp_path, monkeypatch, gadget):
     monkeypatch.chdir(tmp_path)
-    payload = pickle.dumps(_Exploit())
+    (tmp_path / "second.pkl").write_bytes(pickle.dumps(_System()))
+    payload = pickle.dumps(gadget())
     header = {"format": ec.FORMAT, "name": "x", "out_tree": "*", "custom_calls": [], "out_avals": [],
               "sha256": __import__("hashlib").sha256(payload).hexdigest()}
     entry = tmp_path / "entry.xla"
@@ -128,10 +135,26 @@ def test_a_damaged_entry_is_compiled_again(tmp_path, monkeypatch):
     double = ec.Program(jax.jit(lambda x: x * 2.0), "tests.double")
     x = jnp.arange(3.0)
     np.testing.assert_array_equal(double(x), x * 2)
-    (entry,) = (tmp_path / ec.SUBDIR).glob("*.xla")
-    entry.write_bytes(entry.read_bytes()[:-100])  # truncated
+    (entry,) = (tmp_path / ec.SUBDIR).glob("*/*.xla")
+    data = bytearray(entry.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte of the payload flipped: its checksum no longer matches
+    entry.write_bytes(bytes(data))
     again = ec.Program(jax.jit(lambda x: x * 2.0), "tests.double")
     np.testing.assert_array_equal(again(x), x * 2)
+
+
+def test_an_executable_jax_already_held_is_not_stored(tmp_path, monkeypatch):
+    """jit ran it first: the Program's compile gets JAX's in-memory executable back (which may
+    have come from JAX's disk cache and would not serialize whole), so nothing is stored."""
+    monkeypatch.setattr("rltune.compile_cache._enabled", tmp_path)
+    jitted = jax.jit(lambda x: x * 3.0 + 1.0)
+    x = jnp.arange(4.0)
+    jitted(x)
+    np.testing.assert_array_equal(ec.Program(jitted, "tests.held")(x), x * 3 + 1)
+    assert not list((tmp_path / ec.SUBDIR).glob("*/*.xla"))
+    fresh = ec.Program(jax.jit(lambda x: x * 3.0 + 1.0), "tests.fresh")  # compiled here: stored
+    np.testing.assert_array_equal(fresh(x), x * 3 + 1)
+    assert len(list((tmp_path / ec.SUBDIR).glob("*/*.xla"))) == 1
 
 
 def test_a_program_with_a_host_callback_is_not_stored(tmp_path, monkeypatch):
@@ -143,4 +166,4 @@ def test_a_program_with_a_host_callback_is_not_stored(tmp_path, monkeypatch):
 
     program = ec.Program(jax.jit(noisy), "tests.noisy")
     np.testing.assert_array_equal(program(jnp.ones(2)), 2 * np.ones(2))
-    assert not list((tmp_path / ec.SUBDIR).glob("*.xla"))
+    assert not list((tmp_path / ec.SUBDIR).glob("*/*.xla"))

@@ -241,12 +241,14 @@ def test_the_driver_hints_a_first_trial_only_when_no_searched_param_fixes_a_shap
     assert not (tmp_path / "study").exists()  # nothing written
 
 
-def test_a_new_population_takes_the_tasks_still_arriving_into_its_first_segment(tmp_path):
+def test_a_new_population_takes_the_tasks_still_arriving_into_its_first_segment(tmp_path, monkeypatch):
     """Tasks submitted while a shard warms up (or a few milliseconds apart) all start in the
     first segment: a member admitted a segment later would keep every slot busy one segment
     longer at the end."""
-    from rltune.tune.executors.population import _population_loop
+    from rltune.tune.executors import population
 
+    monkeypatch.setattr(population, "FIRST_MEMBERS_QUIET_SECONDS", 2.0)  # a scheduling stall is no gap
+    _population_loop = population._population_loop
     inbox, outbox = queue.Queue(), queue.Queue()
     tasks = [TrialTask(trial_id=i, trial_dir=str(tmp_path / str(i)), params={}, agent="ppo",
                        config={**TINY, "learning_rate": 1e-3 * (i + 1)}, eval_episodes=2) for i in range(3)]

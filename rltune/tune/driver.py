@@ -76,6 +76,7 @@ class StudyDriver:
         self.interrupt_requested = False  # set by Ctrl-C; the loop stops at its next safe point
         # the reference evaluation started before the loop ended: (trial number, its result)
         self._early_reference: tuple[int, _Background] | None = None
+        self._stopped_references: list[_Background] = []  # early checks a better trial overtook
         # Optuna's grid sampler repeats points once the grid is used up: cap the trials at its size.
         self.max_trials = min(spec.num_trials, spec.space.grid_size()) if spec.sampler.name == "grid" \
             else spec.num_trials
@@ -215,11 +216,14 @@ class StudyDriver:
             else:
                 if early is not None:
                     early[1].stop()  # another trial's: it must not share the core with this one
+                    self._stopped_references.append(early[1])
                 reference = _Background(self.reference_eval, best)
             with phase("shutdown"):
                 self.executor.shutdown(force=interrupted)
             with phase("eval"):
                 reference = reference.result()
+                for stopped in self._stopped_references:  # no evaluation thread left running past the study
+                    stopped.join(timeout=5.0)
             self._write_outputs(reference)
         return StudyResult(self.study_dir, self.sorted_records(), self.best(),
                            interrupted and not self.stopped_by_max_time)
@@ -238,6 +242,7 @@ class StudyDriver:
             return
         if early is not None:
             early[1].stop()
+            self._stopped_references.append(early[1])
         self._early_reference = (best.number, _Background(self.reference_eval, best))
 
     def _flush_reports(self) -> None:
@@ -586,6 +591,10 @@ class _Background:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def join(self, timeout: float) -> None:
+        """Wait (at most `timeout` s) for a stopped evaluation to end at its next step."""
+        self._thread.join(timeout)
 
     def _run(self, fn, args) -> None:
         try:

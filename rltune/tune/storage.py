@@ -202,7 +202,8 @@ class StudyStorage:
         if self._waiting:
             self._waiting = bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
         thread_local, study_id = getattr(study, "_thread_local", None), getattr(study, "_study_id", None)
-        if self._waiting or thread_local is None or study_id is None:
+        # Optuna's own ask whenever its internals are not the ones this was written against
+        if self._waiting or study_id is None or not hasattr(thread_local, "cached_all_trials"):
             return study.ask()
         thread_local.cached_all_trials = None  # as in Study.ask: the sampler reads every trial afresh
         return optuna.Trial(study, study._storage.create_new_trial(study_id))
@@ -279,6 +280,7 @@ class StudyStorage:
             if t.state == TrialState.FAIL and trial_result_attrs(t).get("reason") == INTERRUPTED \
                     and t.number not in requeued:  # re-run with the same parameters, once
                 study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number})
+                self._waiting = True
                 # the grid sampler knows a point by its grid_id: the re-run takes the same one
                 waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))[-1]
                 for key in ("grid_id", "search_space"):

@@ -16,9 +16,13 @@ worker, on its first compile or its first program loaded from the executable cac
 import os
 import signal
 
-from rltune.executable_cache import prepare_custom_calls
 from rltune.tune.executors.local import FORKSERVER_PARENT, die_with_parent
 
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 die_with_parent(int(os.environ.get(FORKSERVER_PARENT, "0")) or None)
-prepare_custom_calls(["lapack_"])
+try:
+    from rltune.executable_cache import prepare_custom_calls
+
+    prepare_custom_calls(["lapack_"])
+except Exception:  # noqa: BLE001 - an optimization (a JAX without these names): workers set it up themselves
+    pass
