@@ -10,8 +10,8 @@ it, known before tracing:
   their qualified names),
 - the tree structure, shapes, dtypes and weak types of its array arguments,
 - everything else a compile depends on: the source of the rltune package, the versions of
-  jax, jaxlib, flax, optax, gymnax and numpy, JAX's configuration, XLA_* variables, the device
-  and the CPU.
+  jax, jaxlib, flax, optax, gymnax and numpy, JAX's configuration, XLA_FLAGS, the device and
+  the CPU.
 
 Any change to one of them is a new key: the program is traced and compiled as `jax.jit` would,
 and stored. A program with a static argument whose repr is not stable across processes (an
@@ -334,7 +334,8 @@ def environment() -> dict:
     config = {k: repr(v) for k, v in sorted(jax.config.values.items()) if not any(s in k for s in skip)}
     device = jax.devices()[0]
     return {"rltune_source": _source_hash(), "versions": versions, "jax_config": config,
-            "xla_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("XLA_")},
+            # XLA's compiler options (XLA_PYTHON_CLIENT_* size an accelerator's memory pool: not a program)
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "device": [device.platform, device.device_kind, len(jax.devices()),
                        getattr(device.client, "platform_version", "")],
             "cpu": _cpu_features(), "python": sys.version}

@@ -87,7 +87,7 @@ def test_the_environment_holds_rltunes_source_and_xla_flags(monkeypatch):
     ec.environment.cache_clear()
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=true")
     try:
-        assert ec.environment()["xla_env"]["XLA_FLAGS"] == "--xla_cpu_enable_fast_math=true"
+        assert ec.environment()["xla_flags"] == "--xla_cpu_enable_fast_math=true"
     finally:
         ec.environment.cache_clear()
 
