@@ -21,8 +21,8 @@ uses it (the executables this was checked with); elsewhere, when the compile cac
 lacks what it needs, a program is the plain `jax.jit` function.
 
 An entry is written from a fresh compile only: an executable that XLA:CPU itself loaded from
-JAX's cache does not serialize whole (so a miss compiles cold even when JAX's cache has the
-program, e.g. after rltune's source changed). A loaded program that fails on its first run is
+JAX's cache does not serialize whole, so a program that JAX's cache already holds runs from
+there and is stored the next time it compiles. A loaded program that fails on its first run is
 deleted and compiled again. Entries live in a folder per environment (a new rltune or JAX gets
 a new folder; the oldest beyond `KEEP_ENVIRONMENTS` are deleted).
 
@@ -187,7 +187,7 @@ class Program:
         # a host callback's address would not survive a reload: such a program is never stored
         if path is None or not all(t.startswith(_LAPACK) for t in targets):
             return lowered.compile()
-        compiled, fresh = _compile_fresh(lowered)
+        compiled, fresh = _compile_counted(lowered)
         out_avals = getattr(getattr(compiled, "_executable", None), "out_avals", None)
         if fresh and out_avals is not None:
             _store(path, compiled, self.name, targets,
@@ -231,7 +231,6 @@ def _usable() -> bool:
         from jax._src import tree_util
         from jax._src.lax import linalg  # noqa: F401
         from jax.experimental import serialize_executable
-        from jax.experimental.compilation_cache import compilation_cache  # noqa: F401
 
         needed = (jax.typeof, serialize_executable._JaxPjrtUnpickler, serialize_executable.serialize,
                   jax_config.trace_context, tree_util.default_registry,
@@ -366,9 +365,9 @@ def _cpu_features() -> str:
 
 
 # ---------------------------------------------------------------- compile, store, load
-_compile_lock = threading.Lock()
-_compiles = threading.local()  # backend compiles on this thread (jax.monitoring events)
+_compiles = threading.local()  # XLA compiles on this thread (jax.monitoring events)
 _listening = False
+_listen_lock = threading.Lock()
 
 
 def _count_compile(event: str, duration: float, **_) -> None:
@@ -376,30 +375,21 @@ def _count_compile(event: str, duration: float, **_) -> None:
         _compiles.count = getattr(_compiles, "count", 0) + 1
 
 
-def _compile_fresh(lowered):
-    """(compiled, fresh): compile without JAX's persistent cache, since XLA:CPU serializes an
-    executable whole only when it compiled it itself (one loaded from that cache fails when
-    run after a reload). JAX decides once per process whether it uses its cache: that decision
-    is reset around this compile (one at a time), so it is taken again with the cache off, then
-    on. `fresh`: XLA did compile (JAX may still hand back an executable it holds in memory)."""
+def _compile_counted(lowered):
+    """(compiled, fresh): `lowered.compile()`, and whether XLA compiled it here. JAX may instead
+    hand back an executable from its persistent cache or its memory, which XLA:CPU does not
+    serialize whole (one reloaded from such an entry fails when run): only a fresh one is
+    stored, so a program JAX's cache already holds is stored when it next compiles."""
     global _listening
     import jax
-    from jax.experimental.compilation_cache import compilation_cache
 
-    with _compile_lock:
+    with _listen_lock:
         if not _listening:
             jax.monitoring.register_event_duration_secs_listener(_count_compile)
             _listening = True
-        before = getattr(_compiles, "count", 0)
-        previous = jax.config.values["jax_enable_compilation_cache"]
-        jax.config.update("jax_enable_compilation_cache", False)
-        compilation_cache.reset_cache()
-        try:
-            compiled = lowered.compile()
-        finally:
-            jax.config.update("jax_enable_compilation_cache", previous)
-            compilation_cache.reset_cache()
-        return compiled, getattr(_compiles, "count", 0) > before
+    before = getattr(_compiles, "count", 0)
+    compiled = lowered.compile()
+    return compiled, getattr(_compiles, "count", 0) > before
 
 
 def custom_call_targets(stablehlo: str) -> list[str]:
