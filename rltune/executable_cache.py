@@ -124,7 +124,7 @@ class Program:
             print(f"rltune: cached executable {path.name} failed ({exc}); compiling it again", file=sys.stderr)
             path.unlink(missing_ok=True)
             del self._compiled[signature]
-            return self.jitted(*args)
+            return self(*args)  # the entry is gone: compiled (and stored, if fresh) as on a miss
 
     def _signature(self, args):
         """(static args, dynamic args, the dynamic args' tree structure and avals)."""
@@ -365,31 +365,39 @@ def _cpu_features() -> str:
 
 
 # ---------------------------------------------------------------- compile, store, load
-_compiles = threading.local()  # XLA compiles on this thread (jax.monitoring events)
+_events = threading.local()  # on this thread: compile requests and JAX cache hits (jax.monitoring)
 _listening = False
 _listen_lock = threading.Lock()
+_CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
 
 
 def _count_compile(event: str, duration: float, **_) -> None:
-    if event == _COMPILE_EVENT:
-        _compiles.count = getattr(_compiles, "count", 0) + 1
+    if event == _COMPILE_EVENT:  # JAX times its compile-or-load under this name: a hit included
+        _events.compiles = getattr(_events, "compiles", 0) + 1
+
+
+def _count_cache_hit(event: str, **_) -> None:
+    if event == _CACHE_HIT_EVENT:
+        _events.hits = getattr(_events, "hits", 0) + 1
 
 
 def _compile_counted(lowered):
     """(compiled, fresh): `lowered.compile()`, and whether XLA compiled it here. JAX may instead
-    hand back an executable from its persistent cache or its memory, which XLA:CPU does not
-    serialize whole (one reloaded from such an entry fails when run): only a fresh one is
-    stored, so a program JAX's cache already holds is stored when it next compiles."""
+    hand back an executable from its persistent cache (a hit event) or its memory (no compile
+    event), which XLA:CPU does not serialize whole (one reloaded from such an entry fails when
+    run): only a fresh one is stored, so a program JAX's cache already holds is not."""
     global _listening
     import jax
 
     with _listen_lock:
         if not _listening:
             jax.monitoring.register_event_duration_secs_listener(_count_compile)
+            jax.monitoring.register_event_listener(_count_cache_hit)
             _listening = True
-    before = getattr(_compiles, "count", 0)
+    compiles, hits = getattr(_events, "compiles", 0), getattr(_events, "hits", 0)
     compiled = lowered.compile()
-    return compiled, getattr(_compiles, "count", 0) > before
+    fresh = getattr(_events, "compiles", 0) > compiles and getattr(_events, "hits", 0) == hits
+    return compiled, fresh
 
 
 def custom_call_targets(stablehlo: str) -> list[str]:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import textwrap
+import uuid
 
 import jax
 import jax.numpy as jnp
@@ -63,6 +65,18 @@ def test_a_warm_process_traces_nothing_and_trains_bit_identically(tmp_path):
     assert warm["digest"] == cold["digest"]
     off = _run({**env, "RLTUNE_COMPILE_CACHE": "0"})  # plain jax.jit: the same numbers
     assert off["digest"] == cold["digest"] and programs <= set(off["traced"])
+
+
+def test_a_program_loaded_from_jaxs_cache_is_not_stored(tmp_path):
+    """XLA:CPU does not serialize whole an executable it loaded from JAX's persistent cache
+    (reloaded, it fails when run): a process that finds its programs there stores none."""
+    env = {**os.environ, "RLTUNE_COMPILE_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("RLTUNE_COMPILE_CACHE", None)
+    cold = _run(env)
+    shutil.rmtree(tmp_path / "cache" / ec.SUBDIR)  # JAX's cache keeps them
+    again = _run(env)
+    assert not list((tmp_path / "cache" / ec.SUBDIR).glob("*/*.xla"))
+    assert again["digest"] == cold["digest"]
 
 
 def test_the_key_changes_with_what_decides_the_program(monkeypatch):
@@ -129,18 +143,24 @@ def test_an_entry_naming_other_code_is_refused_not_run(tmp_path, monkeypatch, ga
     assert not (tmp_path / "exploited").exists()
 
 
+def _unseen_constant() -> np.float32:
+    """A constant no earlier run compiled into a program (JAX's persistent cache is the user's)."""
+    return np.float32(1 + uuid.uuid4().int % 100_000)
+
+
 def test_a_damaged_entry_is_compiled_again(tmp_path, monkeypatch):
     monkeypatch.setenv("RLTUNE_COMPILE_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr("rltune.compile_cache._enabled", tmp_path)
-    double = ec.Program(jax.jit(lambda x: x * 2.0), "tests.double")
+    c = float(_unseen_constant())  # a program JAX's own cache cannot hold yet: compiled here, stored
+    double = ec.Program(jax.jit(lambda x: x * c), "tests.double")
     x = jnp.arange(3.0)
-    np.testing.assert_array_equal(double(x), x * 2)
+    np.testing.assert_array_equal(double(x), x * c)
     (entry,) = (tmp_path / ec.SUBDIR).glob("*/*.xla")
     data = bytearray(entry.read_bytes())
     data[len(data) // 2] ^= 0xFF  # one byte of the payload flipped: its checksum no longer matches
     entry.write_bytes(bytes(data))
-    again = ec.Program(jax.jit(lambda x: x * 2.0), "tests.double")
-    np.testing.assert_array_equal(again(x), x * 2)
+    again = ec.Program(jax.jit(lambda x: x * c), "tests.double")
+    np.testing.assert_array_equal(again(x), x * c)
 
 
 def test_an_executable_jax_already_held_is_not_stored(tmp_path, monkeypatch):
@@ -152,8 +172,9 @@ def test_an_executable_jax_already_held_is_not_stored(tmp_path, monkeypatch):
     jitted(x)
     np.testing.assert_array_equal(ec.Program(jitted, "tests.held")(x), x * 3 + 1)
     assert not list((tmp_path / ec.SUBDIR).glob("*/*.xla"))
-    fresh = ec.Program(jax.jit(lambda x: x * 3.0 + 1.0), "tests.fresh")  # compiled here: stored
-    np.testing.assert_array_equal(fresh(x), x * 3 + 1)
+    c = float(_unseen_constant())
+    fresh = ec.Program(jax.jit(lambda x: x * 3.0 + c), "tests.fresh")  # compiled here: stored
+    np.testing.assert_array_equal(fresh(x), x * 3 + c)
     assert len(list((tmp_path / ec.SUBDIR).glob("*/*.xla"))) == 1
 
 
