@@ -214,9 +214,7 @@ class StudyDriver:
             if early is not None and best is not None and early[0] == best.number:
                 reference = early[1]
             else:
-                if early is not None:
-                    early[1].stop()  # another trial's: it must not share the core with this one
-                    self._stopped_references.append(early[1])
+                self._stop_early_reference()  # another trial's: it must not share the core with this one
                 reference = _Background(self.reference_eval, best)
             with phase("shutdown"):
                 self.executor.shutdown(force=interrupted)
@@ -240,10 +238,15 @@ class StudyDriver:
         best, early = self.best(), self._early_reference
         if best is None or (early is not None and early[0] == best.number):
             return
-        if early is not None:
-            early[1].stop()
-            self._stopped_references.append(early[1])
+        self._stop_early_reference()
         self._early_reference = (best.number, _Background(self.reference_eval, best))
+
+    def _stop_early_reference(self) -> None:
+        """Stop the early reference evaluation, if one runs; it is joined before the outputs."""
+        if self._early_reference is not None:
+            self._early_reference[1].stop()
+            self._stopped_references.append(self._early_reference[1])
+            self._early_reference = None
 
     def _flush_reports(self) -> None:
         try:
