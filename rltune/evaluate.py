@@ -149,6 +149,7 @@ def _compiled_episodes(policy: Callable, env_id: str, episodes: int):
     context = getattr(policy, "program_context", None)  # a policy that names its program: kept on disk
     if context is None:
         return jax.jit(run)
-    from rltune.executable_cache import Program
+    from rltune.executable_cache import QUICK_COMPILE, Program
 
-    return Program(jax.jit(run), "rltune.evaluate.episodes", context=(context, env_id, episodes))
+    return Program(jax.jit(run), "rltune.evaluate.episodes", context=(context, env_id, episodes),
+                   compiler_options=QUICK_COMPILE)

@@ -188,3 +188,43 @@ def test_a_program_with_a_host_callback_is_not_stored(tmp_path, monkeypatch):
     program = ec.Program(jax.jit(noisy), "tests.noisy")
     np.testing.assert_array_equal(program(jnp.ones(2)), 2 * np.ones(2))
     assert not list((tmp_path / ec.SUBDIR).glob("*/*.xla"))
+
+
+def test_quick_compile_options_give_the_same_bits_and_their_own_key(tmp_path):
+    """init and the compiled evaluation compile with QUICK_COMPILE: the same numbers as XLA's
+    defaults, bit for bit, stored under a key of their own."""
+    from rltune import runner
+    from rltune.agents import _onpolicy, get_agent
+    from rltune.config import from_dict
+    from rltune.envs import env_info
+    from rltune.evaluate import _compiled_episodes
+
+    ppo = get_agent("ppo")
+    config = from_dict(ppo.Config, {"env": "CartPole-v1", "num_envs": 4, "hidden_size": 16, "total_steps": 64})
+    static, hp = ppo.split_config(config)
+    info = env_info("CartPole-v1", "gymnax")
+    make_algo = ppo.population_segment(static, info).context[0]
+    quick = dict(ec.QUICK_COMPILE)
+
+    def both(jitted, *args):
+        lowered = jitted.lower(*args)
+        return lowered.compile(), lowered.compile(compiler_options=quick)
+
+    default, fast = both(_onpolicy._init_jit.jitted, make_algo, static, info, jax.random.PRNGKey(0), hp)
+    states = []
+    for seed in range(4):
+        a, b = default(jax.random.PRNGKey(seed), hp), fast(jax.random.PRNGKey(seed), hp)
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+        states.append(a)
+    run = _compiled_episodes(runner._greedy_policy("ppo", static, info), "CartPole-v1", 8)
+    default, fast = both(run.jitted, states[0].params, np.int32(0))
+    for seed, state in enumerate(states):
+        for scale in (1.0, 5.0, 25.0):  # larger weights: other actions, other episode lengths
+            params = jax.tree.map(lambda w: w * scale, state.params)
+            for x, y in zip(default(params, np.int32(seed)), fast(params, np.int32(seed))):
+                np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    key = ec.Program(jax.jit(lambda x: x), "tests.k")._path(tmp_path, ((), None, (), None))
+    quick_key = ec.Program(jax.jit(lambda x: x), "tests.k", compiler_options=ec.QUICK_COMPILE)._path(
+        tmp_path, ((), None, (), None))
+    assert key is not None and quick_key is not None and key != quick_key

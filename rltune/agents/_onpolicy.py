@@ -267,7 +267,8 @@ def _init_learner(make_algo, config, info: EnvInfo, key, hp):
 _init_learner_jit = jax.jit(_init_learner, static_argnums=(0, 1, 2))
 
 
-@executable_cache.program("rltune.agents._onpolicy.init", static_argnums=(0, 1, 2))
+@executable_cache.program("rltune.agents._onpolicy.init", static_argnums=(0, 1, 2),
+                          compiler_options=executable_cache.QUICK_COMPILE)  # runs once per trial
 def _init_jit(make_algo, config, info: EnvInfo, rng, hp) -> OnPolicyState:
     env, env_params = make_gymnax(config.env)
     rng, k_net, k_env = jax.random.split(rng, 3)
