@@ -185,6 +185,7 @@ def host_profile(name: str = "breakout", steps: int = 2_000, agent: str | None =
     fns = off._host_fns(module.make_algo, static, info)
     venv, np_rng = state.host.venv, state.host.np_rng
     learner, rng, replay, episodes = off._learner(state), state.rng, state.replay, state.episodes
+    noise = np.asarray(state.noise)  # exploration noise carried between steps (OU for ddpg/td3/c2a2)
     n_sample = config.gradient_steps * config.batch_size
     sums = off._zero_sums(fns.algo)
     phases = ("act", "env", "replay add", "stats", "replay sample", "learn")
@@ -197,8 +198,8 @@ def host_profile(name: str = "breakout", steps: int = 2_000, agent: str | None =
         if i == warm:
             print(f"  warm-up ({warm} steps, compiles included): {time.perf_counter() - t_start:.1f} s", flush=True)
         marks = [(time.perf_counter(), time.process_time())]
-        action, rng = fns.act(hp, learner.params, venv.obs, rng, env_steps)
-        action = np.asarray(action)
+        action, noise, rng = fns.act(hp, learner.params, venv.obs, rng, env_steps, noise)
+        action, noise = np.asarray(action), np.asarray(noise)
         marks.append((time.perf_counter(), time.process_time()))
         obs = venv.obs
         out = venv.step(action)
@@ -206,6 +207,7 @@ def host_profile(name: str = "breakout", steps: int = 2_000, agent: str | None =
         replay = rb.add_np(replay, obs, action, out.train_reward, out.final_obs, out.train_terminated)
         marks.append((time.perf_counter(), time.process_time()))
         episodes = record_step_np(episodes, out.reward, out.terminated | out.truncated)
+        noise = off._reset_noise(noise, np.asarray(out.terminated | out.truncated), np)
         env_steps += config.num_envs
         marks.append((time.perf_counter(), time.process_time()))
         if (i + 1) % config.train_freq == 0 and int(replay.size) >= config.learning_starts:
