@@ -9,6 +9,7 @@ it, known before tracing:
 - the program's name and its static arguments (configs, env info: their reprs; functions:
   their qualified names),
 - the tree structure, shapes, dtypes and weak types of its array arguments,
+- the XLA options it is compiled with (`QUICK_COMPILE` for init and the evaluation),
 - everything else a compile depends on: the source of the rltune package, the versions of
   jax, jaxlib, flax, optax, gymnax and numpy, JAX's configuration, XLA_FLAGS, the device and
   the CPU.
@@ -64,7 +65,9 @@ _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 # XLA:CPU's older loop emitters and no expensive LLVM passes compile it ~40 % faster, to the same
 # results bit for bit (tests/test_executable_cache.py), and it runs a little slower. Measured on
 # one idle core, PPO CartPole: init 1.76 -> 1.11 s, evaluation 1.13 -> 0.63 s (1.1 -> 1.2 ms a
-# run). A training segment, which runs for most of a trial, keeps XLA's defaults.
+# run). A training segment, which runs for most of a trial, keeps XLA's defaults. Only programs
+# compiled through the cache get them (the CPU backend, the cache on); elsewhere a Program is
+# the plain jit, compiled with XLA's defaults to the same numbers.
 QUICK_COMPILE = (("xla_cpu_use_fusion_emitters", False), ("xla_llvm_disable_expensive_passes", True))
 
 _shapes_only: contextvars.ContextVar[bool] = contextvars.ContextVar("rltune_shapes_only", default=False)
@@ -85,7 +88,8 @@ def shapes_only():
 class Program:
     """A jitted function with its compiled executables kept across processes. `name` names the
     program (module-qualified); `static_argnums` are the arguments the jitted function treats as
-    static and `context` the values it closes over that shape it: both key the program.
+    static and `context` the values it closes over that shape it: both key the program, as do
+    `compiler_options`, the XLA options its compile gets here (with the cache in use: on CPU).
 
     For programs called a few times per trial (a training segment, an evaluation): a call
     costs ~0.2 ms of Python, against ~0.05 ms through jax.jit's C++ dispatch, so a function
@@ -196,13 +200,27 @@ class Program:
         targets = custom_call_targets(lowered.as_text(debug_info=False)) if path is not None else []
         # a host callback's address would not survive a reload: such a program is never stored
         if path is None or not all(t.startswith(_LAPACK) for t in targets):
-            return lowered.compile(compiler_options=self.compiler_options or None)
-        compiled, fresh = _compile_counted(lowered, self.compiler_options)
+            return self._with_options(lambda options: lowered.compile(compiler_options=options))
+        compiled, fresh = self._with_options(lambda options: _compile_counted(lowered, options))
         out_avals = getattr(getattr(compiled, "_executable", None), "out_avals", None)
         if fresh and out_avals is not None:
             _store(path, compiled, self.name, targets,
                    [(list(a.shape), str(a.dtype), bool(a.weak_type)) for a in out_avals])
         return compiled
+
+
+    def _with_options(self, compile_: Callable[[dict | None], Any]):
+        """`compile_(this program's XLA options)`; `compile_(None)` (XLA's defaults) where XLA
+        rejects them, as it does an option it does not know (an older or a later XLA): the same
+        program, compiled more slowly. A program that fails to compile fails twice, then raises."""
+        import jax
+
+        if not self.compiler_options:
+            return compile_(None)
+        try:
+            return compile_(self.compiler_options)
+        except jax.errors.JaxRuntimeError:
+            return compile_(None)
 
 
 def program(name: str, static_argnums: tuple[int, ...] = (), compiler_options: tuple[tuple[str, Any], ...] = ()):

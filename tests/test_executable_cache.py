@@ -190,9 +190,10 @@ def test_a_program_with_a_host_callback_is_not_stored(tmp_path, monkeypatch):
     assert not list((tmp_path / ec.SUBDIR).glob("*/*.xla"))
 
 
-def test_quick_compile_options_give_the_same_bits_and_their_own_key(tmp_path):
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])  # Pendulum: float returns
+def test_quick_compile_options_give_the_same_bits(env_id):
     """init and the compiled evaluation compile with QUICK_COMPILE: the same numbers as XLA's
-    defaults, bit for bit, stored under a key of their own."""
+    defaults, bit for bit."""
     from rltune import runner
     from rltune.agents import _onpolicy, get_agent
     from rltune.config import from_dict
@@ -200,31 +201,52 @@ def test_quick_compile_options_give_the_same_bits_and_their_own_key(tmp_path):
     from rltune.evaluate import _compiled_episodes
 
     ppo = get_agent("ppo")
-    config = from_dict(ppo.Config, {"env": "CartPole-v1", "num_envs": 4, "hidden_size": 16, "total_steps": 64})
+    config = from_dict(ppo.Config, {"env": env_id, "num_envs": 4, "hidden_size": 16, "total_steps": 64})
     static, hp = ppo.split_config(config)
-    info = env_info("CartPole-v1", "gymnax")
+    info = env_info(env_id, "gymnax")
     make_algo = ppo.population_segment(static, info).context[0]
-    quick = dict(ec.QUICK_COMPILE)
+    run = _compiled_episodes(runner._greedy_policy("ppo", static, info), env_id, 8)
+    assert _onpolicy._init_jit.compiler_options == run.compiler_options == dict(ec.QUICK_COMPILE)
 
     def both(jitted, *args):
         lowered = jitted.lower(*args)
-        return lowered.compile(), lowered.compile(compiler_options=quick)
+        return lowered.compile(), lowered.compile(compiler_options=dict(ec.QUICK_COMPILE))
 
-    default, fast = both(_onpolicy._init_jit.jitted, make_algo, static, info, jax.random.PRNGKey(0), hp)
+    default, quick = both(_onpolicy._init_jit.jitted, make_algo, static, info, jax.random.PRNGKey(0), hp)
     states = []
-    for seed in range(4):
-        a, b = default(jax.random.PRNGKey(seed), hp), fast(jax.random.PRNGKey(seed), hp)
+    for seed in range(3):
+        a, b = default(jax.random.PRNGKey(seed), hp), quick(jax.random.PRNGKey(seed), hp)
         for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
         states.append(a)
-    run = _compiled_episodes(runner._greedy_policy("ppo", static, info), "CartPole-v1", 8)
-    default, fast = both(run.jitted, states[0].params, np.int32(0))
+    default, quick = both(run.jitted, states[0].params, np.int32(0))
     for seed, state in enumerate(states):
         for scale in (1.0, 5.0, 25.0):  # larger weights: other actions, other episode lengths
             params = jax.tree.map(lambda w: w * scale, state.params)
-            for x, y in zip(default(params, np.int32(seed)), fast(params, np.int32(seed))):
+            for x, y in zip(default(params, np.int32(seed)), quick(params, np.int32(seed))):
                 np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-    key = ec.Program(jax.jit(lambda x: x), "tests.k")._path(tmp_path, ((), None, (), None))
-    quick_key = ec.Program(jax.jit(lambda x: x), "tests.k", compiler_options=ec.QUICK_COMPILE)._path(
-        tmp_path, ((), None, (), None))
-    assert key is not None and quick_key is not None and key != quick_key
+
+
+def test_a_program_compiles_with_its_options_keyed_apart_and_without_those_xla_rejects(tmp_path, monkeypatch):
+    monkeypatch.setattr("rltune.compile_cache._enabled", tmp_path)
+    seen = []
+    compile_ = jax.stages.Lowered.compile
+
+    def spy(self, compiler_options=None):
+        seen.append(compiler_options)
+        return compile_(self, compiler_options=compiler_options)
+
+    monkeypatch.setattr(jax.stages.Lowered, "compile", spy)
+    c = float(_unseen_constant())
+    x = jnp.arange(3.0)
+    quick = ec.Program(jax.jit(lambda x: x * c), "tests.quick", compiler_options=ec.QUICK_COMPILE)
+    np.testing.assert_array_equal(quick(x), x * c)
+    assert seen == [dict(ec.QUICK_COMPILE)]
+    plain = ec.Program(jax.jit(lambda x: x * c), "tests.quick")
+    signature = ((), jax.tree.structure((x,)), (((3,), "float32", False),), None)
+    assert quick._path(tmp_path, signature) != plain._path(tmp_path, signature)
+    # an option this XLA does not know: compiled with XLA's defaults instead, the same numbers
+    seen.clear()
+    unknown = ec.Program(jax.jit(lambda x: x * c + 1), "tests.unknown", compiler_options=(("xla_no_such_option", True),))
+    np.testing.assert_array_equal(unknown(x), x * c + 1)
+    assert seen == [{"xla_no_such_option": True}, None]
