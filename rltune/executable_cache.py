@@ -208,7 +208,6 @@ class Program:
                    [(list(a.shape), str(a.dtype), bool(a.weak_type)) for a in out_avals])
         return compiled
 
-
     def _with_options(self, compile_: Callable[[dict | None], Any]):
         """`compile_(this program's XLA options)`; `compile_(None)` (XLA's defaults) where XLA
         rejects them, as it does an option it does not know (an older or a later XLA): the same
