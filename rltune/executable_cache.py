@@ -423,7 +423,7 @@ def _compile_counted(lowered, compiler_options: dict | None = None):
             jax.monitoring.register_event_listener(_count_cache_hit)
             _listening = True
     compiles, hits = getattr(_events, "compiles", 0), getattr(_events, "hits", 0)
-    compiled = lowered.compile(compiler_options=compiler_options or None)
+    compiled = lowered.compile(compiler_options=compiler_options)
     fresh = getattr(_events, "compiles", 0) > compiles and getattr(_events, "hits", 0) == hits
     return compiled, fresh
 
@@ -553,8 +553,6 @@ def decode_tree(data):
 def _node_type(name: str) -> type:
     """A pytree node type by name, among the modules this process has imported (nothing is
     imported for an entry)."""
-    import jax
-
     module_name, qualname = name.split(":")
     if (module_name, qualname) == ("builtins", "NoneType"):
         return type(None)
