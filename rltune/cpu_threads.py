@@ -50,11 +50,20 @@ def _backend_started() -> bool:
     return bool(bridge is not None and getattr(bridge, "_backends", None))
 
 
+def cpu_platform_allowed() -> bool:
+    """False where JAX may not start a CPU client: JAX_PLATFORMS (or jax_platforms) names
+    platforms and "cpu" is not among them, e.g. JAX_PLATFORMS=cuda on a GPU machine."""
+    import jax
+
+    platforms = jax.config.jax_platforms  # None or "": every platform JAX finds
+    return not platforms or "cpu" in [p.strip() for p in platforms.split(",")]
+
+
 def limit(threads: int | None, first_core: int = 0) -> bool:
     """Start JAX's CPU client with a `threads`-thread pool; True when it did. `first_core`
     spreads workers over the cores while their clients start (worker i: cores from i*threads)."""
     cores = available_cores()
-    if threads is None or not cores or threads >= len(cores) or _backend_started():
+    if threads is None or not cores or threads >= len(cores) or _backend_started() or not cpu_platform_allowed():
         return False
     start = (first_core * threads) % len(cores)
     narrow = {cores[(start + i) % len(cores)] for i in range(threads)}

@@ -82,6 +82,9 @@ def test_cli_train_eval_and_load_agent(tmp_path, capsys):
     batch = agent.act(np.zeros((7, 4), np.float32))
     assert np.ndim(single) == 0 and int(single) in (0, 1)
     assert batch.shape == (7,)
+    # it acts on the CPU (an accelerator's launches and copies cost more per observation)
+    for leaf in jax.tree.leaves(agent.params) + [agent._rng]:
+        assert leaf.committed and {d.platform for d in leaf.devices()} == {"cpu"}
 
     # trains again from its config.yaml, with an override (the seed: traced, so the program
     # compiled above is reused; a changed total_steps would compile another)

@@ -48,6 +48,27 @@ print('ok')
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux and 2 cores")
+def test_limit_leaves_jax_alone_where_its_platforms_exclude_the_cpu():
+    # JAX_PLATFORMS=cuda on a GPU machine: asking for the CPU client there raised "Unknown backend
+    # cpu" and every worker of a study exited at its start (seen on an H200).
+    code = """
+from rltune import cpu_threads
+assert not cpu_threads.cpu_platform_allowed()
+assert not cpu_threads.limit(1)
+assert not cpu_threads._backend_started()
+"""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cuda"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for platforms, allowed in [("cpu", True), ("cuda,cpu", True), ("", True), ("tpu", False)]:
+        env["JAX_PLATFORMS"] = platforms
+        check = f"from rltune import cpu_threads; assert cpu_threads.cpu_platform_allowed() is {allowed}"
+        out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120, env=env)
+        assert out.returncode == 0, (platforms, out.stderr[-2000:])
+
+
 def test_worker_processes_share_an_accelerators_memory(monkeypatch):
     from rltune.tune.executors.local import share_accelerator_memory
 
