@@ -35,24 +35,24 @@ class EnvInfo:
     action_high: tuple[float, ...] = ()
 
 
-# Modules gymnax imports for rendering only (Pong's, Catch's and Rooms' `render`):
-# matplotlib.pyplot and seaborn (with scipy.stats) are most of gymnax's import time, paid again
-# by every worker process. They are deferred: a stand-in module that imports the real one on
-# first attribute use, so rendering still works and a later `import matplotlib.pyplot` anywhere
-# in the process gets a module that behaves as the real one.
-_RENDER_ONLY = ("matplotlib.pyplot", "seaborn")
+# Modules gymnax imports for rendering only (Pong's, Catch's and Rooms' `render`): matplotlib
+# (pyplot, and colors for Pong's palette) and seaborn (with scipy.stats) are most of gymnax's
+# import time, paid again by every process that imports it: 0.12 s for matplotlib alone, on the
+# way to a worker's first compile. While gymnax imports, they are stand-in modules (parents
+# before children); gymnax keeps the stand-ins it imported (its `plt`, `colors`, `sns`), which
+# import the real module on first attribute use, so rendering still works. The stand-ins leave
+# sys.modules as soon as gymnax is imported: any other `import matplotlib...` in the process
+# imports the real modules as usual.
+_RENDER_ONLY = ("matplotlib", "matplotlib.pyplot", "matplotlib.colors", "seaborn")
 
 
 class _Deferred(types.ModuleType):
     def __getattr__(self, attr):  # only for attributes not set here: the real module's
         import importlib
-        import sys
 
-        name = self.__name__
-        if sys.modules.get(name) is self:
-            del sys.modules[name]
-        real = importlib.import_module(name)
-        return getattr(real, attr)
+        if attr == "__path__":  # `from matplotlib import colors` asking whether it is a package: no
+            raise AttributeError(attr)
+        return getattr(importlib.import_module(self.__name__), attr)
 
 
 @functools.lru_cache(maxsize=1)
@@ -61,6 +61,7 @@ def import_gymnax():
     import importlib.util
     import sys
 
+    stand_ins, parents = {}, []
     for name in _RENDER_ONLY:
         parent, _, child = name.rpartition(".")
         try:
@@ -70,11 +71,19 @@ def import_gymnax():
             continue  # not installed: gymnax's own import says so
         stand_in = _Deferred(name)
         stand_in.__spec__ = importlib.machinery.ModuleSpec(name, None)  # read by `import` on a cached module
-        sys.modules[name] = stand_in
+        sys.modules[name] = stand_ins[name] = stand_in
         if parent:
-            setattr(importlib.import_module(parent), child, stand_in)
-    import gymnax
-
+            parents.append((sys.modules[parent], child, stand_in))
+            setattr(sys.modules[parent], child, stand_in)
+    try:
+        import gymnax
+    finally:
+        for name, stand_in in stand_ins.items():
+            if sys.modules.get(name) is stand_in:
+                del sys.modules[name]
+        for parent_module, child, stand_in in parents:
+            if parent_module.__dict__.get(child) is stand_in and not isinstance(parent_module, _Deferred):
+                delattr(parent_module, child)  # a real matplotlib imported earlier: as it was
     return gymnax
 
 
