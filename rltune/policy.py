@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,11 +34,19 @@ class LoadedAgent:
         obs = np.asarray(obs, np.float32)
         single = obs.shape == self.info.obs_shape
         batch = obs[None] if single else obs
-        self._rng, key = jax.random.split(self._rng)
-        actions = np.asarray(self._act(self.params, batch, key, deterministic))
+        actions, self._rng = _act_and_next_key(self._act, self.params, batch, self._rng, deterministic)
+        actions = np.asarray(actions)
         return actions[0] if single else actions
 
     __call__ = act
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _act_and_next_key(act, params, obs, rng, deterministic: bool):
+    """`act` with a key split from `rng`, and the key to keep: one dispatch per call instead of
+    an eager split (~0.1 ms of Python) and the act, with the same keys and actions."""
+    rng, key = jax.random.split(rng)
+    return act(params, obs, key, deterministic), rng
 
 
 def load_agent(path: str | Path, which: str = "best") -> LoadedAgent:

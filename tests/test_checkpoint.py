@@ -82,6 +82,14 @@ def test_cli_train_eval_and_load_agent(tmp_path, capsys):
     batch = agent.act(np.zeros((7, 4), np.float32))
     assert np.ndim(single) == 0 and int(single) in (0, 1)
     assert batch.shape == (7,)
+    # stochastic actions draw from the agent's key stream: split, act with the new key, keep the rest
+    again = load_agent(run)
+    rng, expected = again._rng, []
+    for obs in np.linspace(-0.2, 0.2, 40, dtype=np.float32).reshape(10, 4):
+        rng, key = jax.random.split(rng)
+        expected.append(int(np.asarray(again._act(again.params, obs[None], key, False))[0]))
+        assert int(again.act(obs, deterministic=False)) == expected[-1]
+    assert np.array_equal(np.asarray(again._rng), np.asarray(rng))
     # it acts on the CPU (an accelerator's launches and copies cost more per observation)
     for leaf in jax.tree.leaves(agent.params) + [agent._rng]:
         assert leaf.committed and {d.platform for d in leaf.devices()} == {"cpu"}
