@@ -53,7 +53,7 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     assert steps == [64, 128, 192, 256]
 
 
-def test_cli_train_eval_and_load_agent(tmp_path, capsys):
+def test_cli_train_eval_and_load_agent(tmp_path, capsys, monkeypatch):
     from rltune.cli import main
 
     # `python -m rltune` itself once (a fresh process); eval and a second train run in this
@@ -93,6 +93,12 @@ def test_cli_train_eval_and_load_agent(tmp_path, capsys):
     # it acts on the CPU (an accelerator's launches and copies cost more per observation)
     for leaf in jax.tree.leaves(agent.params) + [agent._rng]:
         assert leaf.committed and {d.platform for d in leaf.devices()} == {"cpu"}
+    # where JAX_PLATFORMS leaves the CPU out: JAX's default device, the same actions
+    from rltune import cpu_threads
+    monkeypatch.setattr(cpu_threads, "cpu_platform_allowed", lambda: False)
+    default = load_agent(run)
+    assert not any(leaf.committed for leaf in jax.tree.leaves(default.params))
+    assert np.array_equal(default.act(np.zeros((7, 4), np.float32)), batch)
 
     # trains again from its config.yaml, with an override (the seed: traced, so the program
     # compiled above is reused; a changed total_steps would compile another)

@@ -91,3 +91,21 @@ print(type(plt).__name__, type(sys.modules["matplotlib.colors"]).__name__, MaxNL
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split("\n")[:3] == ["[]", "AxesImage", "module module matplotlib.ticker"]
+
+
+@pytest.mark.parametrize("uses", ["import matplotlib.pyplot as plt\nplt.figure\nfrom matplotlib import cm\n",
+                                  "import matplotlib.ticker\nfrom matplotlib import colors\ncolors.to_rgb('red')\n"])
+def test_a_gymnax_that_uses_matplotlib_while_importing_still_imports(tmp_path, uses):
+    # The stand-ins must not break a gymnax (unpinned) whose import touches matplotlib itself.
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "gymnax").mkdir()
+    (tmp_path / "gymnax" / "__init__.py").write_text(uses + "registered_envs = ['Fake-v0']\n")
+    code = ("import sys\nfrom rltune.envs import import_gymnax\ng = import_gymnax()\n"
+            "print(g.registered_envs, type(sys.modules['matplotlib']).__name__)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": f"{tmp_path}:{os.getcwd()}"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["['Fake-v0']", "module"]

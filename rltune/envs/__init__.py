@@ -35,14 +35,13 @@ class EnvInfo:
     action_high: tuple[float, ...] = ()
 
 
-# Modules gymnax imports for rendering only (Pong's, Catch's and Rooms' `render`): matplotlib
-# (pyplot, and colors for Pong's palette) and seaborn (with scipy.stats) are most of gymnax's
-# import time, paid again by every process that imports it: 0.12 s for matplotlib alone, on the
-# way to a worker's first compile. While gymnax imports, they are stand-in modules (parents
-# before children); gymnax keeps the stand-ins it imported (its `plt`, `colors`, `sns`), which
-# import the real module on first attribute use, so rendering still works. The stand-ins leave
-# sys.modules as soon as gymnax is imported: any other `import matplotlib...` in the process
-# imports the real modules as usual.
+# Modules gymnax imports for rendering only (its envs' `render`): matplotlib (pyplot, and colors
+# for Pong's palette) and seaborn (with scipy.stats) are most of gymnax's import time, paid again
+# by every process that imports it: 0.12 s for matplotlib alone, on the way to a worker's first
+# compile. While gymnax imports, they are stand-in modules (parents before children); gymnax
+# keeps the stand-ins it imported (its `plt`, `colors`, `sns`), which import the real module on
+# first attribute use, so rendering still works. The stand-ins leave sys.modules as soon as
+# gymnax is imported: any other `import matplotlib...` in the process imports the real modules.
 _RENDER_ONLY = ("matplotlib", "matplotlib.pyplot", "matplotlib.colors", "seaborn")
 
 
@@ -52,7 +51,16 @@ class _Deferred(types.ModuleType):
 
         if attr == "__path__":  # `from matplotlib import colors` asking whether it is a package: no
             raise AttributeError(attr)
+        _remove_stand_ins()  # used while gymnax imports: the real modules from now on
         return getattr(importlib.import_module(self.__name__), attr)
+
+
+def _remove_stand_ins() -> None:
+    import sys
+
+    for name in _RENDER_ONLY:
+        if isinstance(sys.modules.get(name), _Deferred):
+            del sys.modules[name]
 
 
 @functools.lru_cache(maxsize=1)
@@ -61,7 +69,7 @@ def import_gymnax():
     import importlib.util
     import sys
 
-    stand_ins, parents = {}, []
+    stood_in, parents = [], []
     for name in _RENDER_ONLY:
         parent, _, child = name.rpartition(".")
         try:
@@ -71,16 +79,23 @@ def import_gymnax():
             continue  # not installed: gymnax's own import says so
         stand_in = _Deferred(name)
         stand_in.__spec__ = importlib.machinery.ModuleSpec(name, None)  # read by `import` on a cached module
-        sys.modules[name] = stand_ins[name] = stand_in
+        sys.modules[name] = stand_in
+        stood_in.append(name)
         if parent:
             parents.append((sys.modules[parent], child, stand_in))
             setattr(sys.modules[parent], child, stand_in)
     try:
         import gymnax
+    except ImportError:
+        # A gymnax that imports another part of matplotlib than these: as it is, without stand-ins.
+        if not stood_in:
+            raise
+        _remove_stand_ins()
+        for name in [m for m in sys.modules if m == "gymnax" or m.startswith("gymnax.")]:
+            del sys.modules[name]
+        import gymnax
     finally:
-        for name, stand_in in stand_ins.items():
-            if sys.modules.get(name) is stand_in:
-                del sys.modules[name]
+        _remove_stand_ins()
         for parent_module, child, stand_in in parents:
             if parent_module.__dict__.get(child) is stand_in and not isinstance(parent_module, _Deferred):
                 delattr(parent_module, child)  # a real matplotlib imported earlier: as it was
