@@ -35,8 +35,6 @@ class LoadedAgent:
         obs = np.asarray(obs, np.float32)
         single = obs.shape == self.info.obs_shape
         batch = obs[None] if single else obs
-        if self._step is None:
-            self._step = _act_and_next_key(self._act)
         actions, self._rng = self._step(self.params, batch, self._rng, deterministic)
         actions = np.asarray(actions)
         return actions[0] if single else actions
@@ -72,10 +70,11 @@ def load_agent(path: str | Path, which: str = "best") -> LoadedAgent:
     checkpoint.check_tree(expected["params"], payload["state"]["params"], "state.params")
     host = _host_device()
     params = jax.device_put(jax.tree.map(np.asarray, payload["state"]["params"]), host)
+    act = module.policy_fn(config, info)
     return LoadedAgent(agent=payload["agent"], config=config, info=info, params=params,
-                       env_steps=int(payload["extra"].get("env_steps", 0)), path=ckpt,
-                       _act=module.policy_fn(config, info),
-                       _rng=jax.device_put(jax.random.PRNGKey(config.seed + 12345), host))
+                       env_steps=int(payload["extra"].get("env_steps", 0)), path=ckpt, _act=act,
+                       _rng=jax.device_put(jax.random.PRNGKey(config.seed + 12345), host),
+                       _step=_act_and_next_key(act))
 
 
 def _host_device():

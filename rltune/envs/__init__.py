@@ -85,20 +85,20 @@ def import_gymnax():
             parents.append((sys.modules[parent], child, stand_in))
             setattr(sys.modules[parent], child, stand_in)
     try:
-        import gymnax
+        try:
+            import gymnax
+        finally:
+            _remove_stand_ins()
+            for parent_module, child, stand_in in parents:
+                if parent_module.__dict__.get(child) is stand_in and not isinstance(parent_module, _Deferred):
+                    delattr(parent_module, child)  # a real matplotlib imported earlier: as it was
     except ImportError:
         # A gymnax that imports another part of matplotlib than these: as it is, without stand-ins.
         if not stood_in:
             raise
-        _remove_stand_ins()
         for name in [m for m in sys.modules if m == "gymnax" or m.startswith("gymnax.")]:
             del sys.modules[name]
         import gymnax
-    finally:
-        _remove_stand_ins()
-        for parent_module, child, stand_in in parents:
-            if parent_module.__dict__.get(child) is stand_in and not isinstance(parent_module, _Deferred):
-                delattr(parent_module, child)  # a real matplotlib imported earlier: as it was
     return gymnax
 
 
